@@ -12,8 +12,9 @@ which may not import one another; hence they live in the pure domain package.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -101,6 +102,35 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def cursor(self) -> Cursor:
         return Cursor(transaction_id=self.transaction_id, position=self.position)
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RecordedEvent:
+        """Build from a row selected in ``EVENT_COLUMNS`` order (any DB driver)."""
+        return cls(
+            position=row[0],
+            transaction_id=row[1],
+            event_id=row[2],
+            stream_id=row[3],
+            stream_type=row[4],
+            stream_version=row[5],
+            event_type=row[6],
+            schema_version=row[7],
+            payload=row[8],
+            tenant_id=row[9],
+            actor=Actor(kind=row[10], id=row[11]),
+            correlation_id=row[12],
+            causation_id=row[13],
+            command_id=row[14],
+            recorded_at=row[15],
+        )
+
+
+# The column list ``RecordedEvent.from_row`` expects, for every reader of events.
+EVENT_COLUMNS = (
+    "position, transaction_id, event_id, stream_id, stream_type, stream_version, "
+    "event_type, schema_version, payload, tenant_id, actor_kind, actor_id, "
+    "correlation_id, causation_id, command_id, recorded_at"
+)
 
 
 class AppendResult(msgspec.Struct, frozen=True, kw_only=True):

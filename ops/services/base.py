@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 
@@ -66,9 +67,23 @@ def spawn(
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env=env,
-            user=user,
             start_new_session=True,
+            **run_as(user),
         )
+
+
+def run_as(user: str | None) -> dict[str, Any]:
+    """subprocess keyword arguments to run as ``user``, with that user's groups only.
+
+    ``user=`` alone changes the uid but keeps root's gid and groups, which then
+    hit the *group* bits of root-owned folders (often ``---``).
+    """
+    if user is None:
+        return {}
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,7 +18,15 @@ import signal
 import subprocess
 from pathlib import Path
 
-from ops.services.base import LOOPBACK, ServiceError, port_open, spawn, stop_pid, wait_until
+from ops.services.base import (
+    LOOPBACK,
+    ServiceError,
+    port_open,
+    run_as,
+    spawn,
+    stop_pid,
+    wait_until,
+)
 
 SYSTEM_USER = "byteor_pg"
 SUPERUSER = "postgres"
@@ -92,7 +100,7 @@ class Postgres:
             _open_path_for(user, self.root)
             _open_path_for(user, self.data)
             _open_path_for(user, self.sockets)
-        subprocess.run(
+        result = subprocess.run(
             [
                 str(bin_dir() / "initdb"),
                 "-D",
@@ -103,10 +111,13 @@ class Postgres:
                 "--encoding=UTF8",
                 "--locale=C",
             ],
-            check=True,
+            check=False,
             capture_output=True,
-            user=user,
+            text=True,
+            **run_as(user),
         )
+        if result.returncode != 0:
+            raise ServiceError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
 
     def start(self, *, timeout: float = 30.0) -> None:
         self.init()

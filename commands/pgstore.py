@@ -1,0 +1,183 @@
+"""The event store on PostgreSQL (asyncpg).
+
+One append is one SQL statement, hence one implicit transaction and one round
+trip: the expected-version guard, the event rows, the idempotency record and the
+NOTIFY that wakes tailing readers either all happen or none does. Ordering and
+the commit-visibility horizon are explained in schema/migrations/0002_events.sql.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from commands.store import (
+    ConcurrencyError,
+    DuplicateCommand,
+    IdempotencyClaim,
+    StoredResponse,
+    StoreUnavailable,
+)
+from domain.envelope import EVENT_COLUMNS, AppendResult, Metadata, RecordedEvent, StreamAppend
+
+NOTIFY_CHANNEL = "byteor_events"
+
+_APPEND = f"""
+WITH guard AS MATERIALIZED (
+    SELECT events_expect_version(g.stream_id, g.expected) AS v
+    FROM unnest($1::text[], $2::integer[]) AS g(stream_id, expected)
+),
+input AS (
+    SELECT t.*
+    FROM unnest(
+        $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::smallint[], $9::jsonb[]
+    ) WITH ORDINALITY AS t(event_id, stream_id, stream_type, stream_version, event_type,
+                           schema_version, payload, ord)
+    CROSS JOIN (SELECT count(v) AS n FROM guard) AS checked
+    WHERE checked.n >= 0
+),
+ins AS (
+    INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type,
+                        schema_version, payload, tenant_id, actor_kind, actor_id,
+                        correlation_id, causation_id, command_id, recorded_at)
+    SELECT event_id, stream_id, stream_type, stream_version, event_type, schema_version,
+           payload, $10, $11, $12, $13, $14, $15, coalesce($16, now())
+    FROM input ORDER BY ord
+    RETURNING position, transaction_id
+),
+summary AS (
+    SELECT coalesce(array_agg(position ORDER BY position), '{{}}') AS positions,
+           max(transaction_id::text)::bigint AS tx,
+           max(position) AS last_position
+    FROM ins
+),
+idem AS (
+    INSERT INTO command_log (principal, idempotency_key, request_hash, status_code, response,
+                             last_position)
+    SELECT $17, $18, $19, $20, $21, summary.last_position FROM summary
+    WHERE $17::text IS NOT NULL
+    RETURNING 1
+),
+wake AS (
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') FROM summary WHERE summary.last_position IS NOT NULL
+)
+SELECT summary.positions, coalesce(summary.tx, pg_current_xact_id()::text::bigint) AS tx,
+       (SELECT count(*) FROM idem) AS idem, (SELECT count(*) FROM wake) AS woke
+FROM summary
+"""
+
+_READ_STREAM = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE stream_id = $1 AND stream_version > $2
+ORDER BY stream_version
+"""
+
+_FIND_RESPONSE = """
+SELECT request_hash, status_code, response, last_position FROM command_log
+WHERE principal = $1 AND idempotency_key = $2
+"""
+
+
+class PgEventStore:
+    """``commands.store.EventStore`` on a pool from ``schema.pg.create_pool``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def append(
+        self,
+        appends: Sequence[StreamAppend],
+        meta: Metadata,
+        *,
+        idempotency: IdempotencyClaim | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> AppendResult:
+        """See ``EventStore.append``. With ``conn``, runs inside the caller's transaction."""
+        guard_streams: list[str] = []
+        guard_expected: list[int] = []
+        cols: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        for append in appends:
+            if append.expected_version > 0:
+                guard_streams.append(append.stream_id)
+                guard_expected.append(append.expected_version)
+            for offset, event in enumerate(append.events, start=1):
+                cols[0].append(event.event_id or uuid.uuid4())
+                cols[1].append(append.stream_id)
+                cols[2].append(append.stream_type)
+                cols[3].append(append.expected_version + offset)
+                cols[4].append(event.event_type)
+                cols[5].append(event.schema_version)
+                cols[6].append(event.payload)
+        idem = idempotency
+        args = (
+            guard_streams,
+            guard_expected,
+            *cols,
+            meta.tenant_id,
+            meta.actor.kind,
+            meta.actor.id,
+            meta.correlation_id,
+            meta.causation_id,
+            meta.command_id,
+            meta.recorded_at,
+            idem.principal if idem else None,
+            idem.key if idem else None,
+            idem.request_hash if idem else None,
+            idem.status_code if idem else None,
+            idem.body if idem else None,
+        )
+        try:
+            if conn is not None:
+                row = await conn.fetchrow(_APPEND, *args)
+            else:
+                async with self.pool.acquire() as pooled:
+                    row = await pooled.fetchrow(_APPEND, *args)
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "command_log_pkey" and idem is not None:
+                raise DuplicateCommand(idem.principal, idem.key) from exc
+            if exc.constraint_name == "events_stream_version_key":
+                raise ConcurrencyError(_stream_of(exc), None) from exc
+            raise
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == "BY409":
+                raise ConcurrencyError(None, None) from exc
+            if isinstance(
+                exc, asyncpg.exceptions.QueryCanceledError | asyncpg.CannotConnectNowError
+            ):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"event store unreachable: {exc}") from exc
+        assert row is not None
+        return AppendResult(positions=tuple(row["positions"]), transaction_id=int(row["tx"]))
+
+    async def read_stream(self, stream_id: str, *, after_version: int = -1) -> list[RecordedEvent]:
+        try:
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(_READ_STREAM, stream_id, after_version)
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"event store unreachable: {exc}") from exc
+        return [RecordedEvent.from_row(r) for r in rows]
+
+    async def find_response(self, principal: str, key: str) -> StoredResponse | None:
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(_FIND_RESPONSE, principal, key)
+        if row is None:
+            return None
+        return StoredResponse(
+            request_hash=row["request_hash"],
+            status_code=row["status_code"],
+            body=bytes(row["response"]),
+            last_position=row["last_position"],
+        )
+
+
+def _stream_of(exc: asyncpg.UniqueViolationError) -> str | None:
+    detail = getattr(exc, "detail", None) or ""
+    # "Key (stream_id, stream_version)=(org-..., 2) already exists."
+    if "=(" in detail:
+        return detail.split("=(", 1)[1].split(",", 1)[0]
+    return None

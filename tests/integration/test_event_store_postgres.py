@@ -1,0 +1,108 @@
+"""Postgres-only guarantees of the event store: append-only, the commit horizon,
+bounded transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from commands.pgstore import PgEventStore
+from domain.envelope import START, Actor, Metadata, NewEvent, StreamAppend
+from projections.feed import PgFeed
+from schema.pg import connect
+
+
+def meta() -> Metadata:
+    return Metadata(
+        actor=Actor(kind="system", id="test"), tenant_id=None, correlation_id=uuid.uuid4()
+    )
+
+
+def put(stream: str, expected: int = 0, n: int = 1) -> StreamAppend:
+    events = tuple(NewEvent(event_type="t.e", payload=b'{"i":%d}' % i) for i in range(n))
+    return StreamAppend(stream_id=stream, stream_type="t", expected_version=expected, events=events)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+    ],
+)
+async def test_the_application_role_cannot_change_stored_events(pool, statement: str) -> None:
+    await PgEventStore(pool).append([put("s")], meta())
+    async with pool.acquire() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute(statement)
+
+
+async def test_even_the_owner_cannot_update_or_delete_events(pool, database: str) -> None:
+    await PgEventStore(pool).append([put("s")], meta())
+    owner = await asyncpg.connect(database)
+    try:
+        for statement in ("UPDATE events SET payload = '{}'", "DELETE FROM events"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await owner.execute(statement)
+    finally:
+        await owner.close()
+
+
+async def test_feed_waits_for_an_earlier_transaction_that_commits_late(pool, database) -> None:
+    """The reason for the horizon: position order is not commit order."""
+    store = PgEventStore(pool)
+    feed = PgFeed(pool)
+    slow = await connect(database)
+    try:
+        tx = slow.transaction()
+        await tx.start()
+        early = await store.append([put("early")], meta(), conn=slow)
+        late = await store.append([put("late")], meta())
+        assert early.last_position < late.last_position
+        # "late" has committed, but an older transaction is still open: the feed
+        # must not hand out "late" yet, or a reader would later miss "early".
+        assert await feed.read_after(START, 10) == []
+        await tx.commit()
+        seen = await feed.read_after(START, 10)
+        assert [e.stream_id for e in seen] == ["early", "late"]
+    finally:
+        await slow.close()
+
+
+async def test_feed_never_returns_events_of_a_rolled_back_transaction(pool, database) -> None:
+    store = PgEventStore(pool)
+    feed = PgFeed(pool)
+    conn = await connect(database)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await store.append([put("doomed")], meta(), conn=conn)
+        await tx.rollback()
+    finally:
+        await conn.close()
+    await store.append([put("kept")], meta())
+    assert [e.stream_id for e in await feed.read_after(START, 10)] == ["kept"]
+
+
+async def test_an_idle_open_transaction_is_ended_by_the_server(database: str) -> None:
+    conn = await connect(database)
+    try:
+        await conn.execute("SET idle_in_transaction_session_timeout = '200ms'")
+        await conn.execute("BEGIN")
+        await conn.execute("SELECT 1")
+        await asyncio.sleep(0.6)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+            await conn.execute("SELECT 1")
+    finally:
+        await conn.close()
+
+
+async def test_sessions_carry_bounded_timeouts(pool) -> None:
+    async with pool.acquire() as conn:
+        for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"):
+            assert await conn.fetchval(f"SHOW {name}") not in ("0", "0ms")
+        assert await conn.fetchval("SELECT current_user") == "byteor_app"
