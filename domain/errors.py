@@ -8,6 +8,9 @@
     ├── PreconditionFailed       If-Match did not match the current revision (412)
     └── Forbidden                authenticated but not allowed (403)
 
+    InvalidHistory               a stream's events cannot be folded (a bug or a
+                                 corrupted store, never a client error: 500)
+
 Errors carry ids and states as attributes, not preformatted strings; the HTTP
 layer renders them as RFC 9457 problem documents.
 """
@@ -83,3 +86,15 @@ class PreconditionFailed(DomainError):
 class Forbidden(DomainError):
     status = 403
     code = "forbidden"
+
+
+class InvalidHistory(Exception):
+    """A stream holds events its aggregate cannot fold (wrong order or type).
+
+    Not a DomainError: no request can cause it, so it must not render as 4xx.
+    """
+
+    def __init__(self, detail: str, *, context: Mapping[str, object] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.context = dict(context or {})

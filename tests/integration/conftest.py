@@ -1,1 +1,56 @@
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+import httpx
+
+from commands.bootstrap import create_user
+from ops.app import create_app
+from projections.feed import PgFeed
+from projections.runner import ProjectionRunner
+from projections.tenancy import TenancyProjection
 from tests.contract.conftest import database, pg, pg_template, pool  # noqa: F401  TEMPORARY
+
+
+@pytest.fixture
+async def projector(pool: asyncpg.Pool, database: str) -> AsyncIterator[ProjectionRunner]:
+    runner = ProjectionRunner(
+        pool, PgFeed(pool, listen_dsn=database), [TenancyProjection()], lease_dsn=database
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    yield runner
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    await runner.close()
+
+
+@pytest.fixture
+async def client(pool: asyncpg.Pool, database: str, projector) -> AsyncIterator[httpx.AsyncClient]:
+    # httpx's ASGI transport runs the app in this test's event loop, where the
+    # pool lives (Litestar's AsyncTestClient runs it in a portal thread).
+    feed = PgFeed(pool)
+    app = create_app(pool, feed, projection_wait_s=5.0)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+class Bootstrap:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def user(self, email: str, org: str) -> tuple[dict[str, str], str]:
+        made = await create_user(self.pool, email=email, org_name=org, now=datetime.now(UTC))
+        return {"Authorization": f"Bearer {made.token}"}, str(made.org_id)
+
+
+@pytest.fixture
+def bootstrap(pool: asyncpg.Pool) -> Bootstrap:
+    return Bootstrap(pool)

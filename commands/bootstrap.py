@@ -1,0 +1,91 @@
+"""Bootstrap: the first user, their organization and a personal access token.
+
+``byteor-cloud admin create-user --email E --org NAME`` calls ``create_user``.
+Everything happens in one transaction: the e-mail claim, the token row, and
+the user, organization and membership events, so a failure leaves nothing.
+Run again with the same e-mail, it reuses the user and adds the organization
+and a fresh token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from commands.credentials import mint_token, store_token
+from commands.pgstore import PgEventStore
+from domain import organization as org_mod
+from domain import user as user_mod
+from domain.codec import EventCodec, convert_command, default_codec
+from domain.envelope import SYSTEM, Metadata, StreamAppend
+
+
+class Bootstrapped(msgspec.Struct, frozen=True, kw_only=True):
+    user_id: uuid.UUID
+    org_id: uuid.UUID
+    token_id: uuid.UUID
+    token: str  # plaintext, shown once
+    created_user: bool
+
+
+async def create_user(
+    pool: asyncpg.Pool,
+    *,
+    email: str,
+    org_name: str,
+    now: datetime,
+    token_name: str = "bootstrap",
+    codec: EventCodec | None = None,
+) -> Bootstrapped:
+    codec = codec or default_codec()
+    user_cmd = convert_command(user_mod.CreateUser, {"email": email})
+    org_cmd = convert_command(org_mod.CreateOrganization, {"name": org_name})
+    normalized = user_mod.normalize_email(user_cmd.email)
+    store = PgEventStore(pool)
+    issued = mint_token()
+    org_id = uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        existing = await conn.fetchval(
+            "SELECT user_id FROM user_emails WHERE email = $1", normalized
+        )
+        appends: list[StreamAppend] = []
+        user_id: uuid.UUID = existing or uuid.uuid4()
+        if existing is None:
+            await conn.execute(
+                "INSERT INTO user_emails (email, user_id) VALUES ($1, $2)", normalized, user_id
+            )
+            appends.append(
+                StreamAppend(
+                    stream_id=user_mod.stream_id(user_id),
+                    stream_type=user_mod.STREAM_TYPE,
+                    expected_version=0,
+                    events=tuple(
+                        codec.encode(e) for e in user_mod.create_user(user_cmd, user_id=user_id)
+                    ),
+                )
+            )
+        org_events = org_mod.create_organization(org_cmd, org_id=org_id, created_by=user_id)
+        appends.append(
+            StreamAppend(
+                stream_id=org_mod.stream_id(org_id),
+                stream_type=org_mod.STREAM_TYPE,
+                expected_version=0,
+                events=tuple(codec.encode(e) for e in org_events),
+            )
+        )
+        await store_token(conn, issued, user_id=user_id, name=token_name, expires_at=None)
+        await store.append(
+            appends,
+            Metadata(actor=SYSTEM, tenant_id=org_id, correlation_id=uuid.uuid4(), recorded_at=now),
+            conn=conn,
+        )
+    return Bootstrapped(
+        user_id=user_id,
+        org_id=org_id,
+        token_id=issued.id,
+        token=issued.token,
+        created_user=existing is None,
+    )

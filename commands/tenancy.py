@@ -1,0 +1,381 @@
+"""Write routes for the tenancy tree: organizations, projects, environments.
+
+Each handler decodes a strict command, then hands ``execute`` a decision:
+load the aggregates it needs → check access → decide (pure, domain/) →
+events to append plus the representation to answer with.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from litestar import Request, Response, delete, post, put
+from litestar.datastructures import State
+from litestar.params import FromPath
+
+from commands.execution import (
+    CommandDeps,
+    Loaded,
+    Outcome,
+    check_if_match,
+    etag_of,
+    execute,
+    load,
+)
+from commands.views import environment_view, organization_view, project_view
+from domain import environment as env_mod
+from domain import organization as org_mod
+from domain import project as project_mod
+from domain.access import Permission, require, role_for
+from domain.codec import Event, decode_command
+from domain.envelope import StreamAppend
+from domain.errors import Forbidden
+from domain.principal import Principal
+
+BASE = "/api/v1/orgs"
+ORG = BASE + "/{org_id:uuid}"
+PROJECT = ORG + "/projects/{project_id:uuid}"
+ENVIRONMENT = PROJECT + "/environments/{env_id:uuid}"
+
+AnyRequest = Request[Principal, Any, State]
+
+
+def deps_of(request: AnyRequest) -> CommandDeps:
+    deps: CommandDeps = request.app.state.command_deps
+    return deps
+
+
+def appended(
+    deps: CommandDeps, stream_id: str, stream_type: str, version: int, events: Sequence[Event]
+) -> list[StreamAppend]:
+    if not events:
+        return []
+    return [
+        StreamAppend(
+            stream_id=stream_id,
+            stream_type=stream_type,
+            expected_version=version,
+            events=tuple(deps.codec.encode(e) for e in events),
+        )
+    ]
+
+
+async def load_org(deps: CommandDeps, org_id: uuid.UUID) -> Loaded[org_mod.Organization]:
+    return await load(deps, org_mod.stream_id(org_id), org_mod.fold)
+
+
+def authorize(
+    principal: Principal, org: org_mod.Organization | None, permission: Permission
+) -> None:
+    """Members only (others get 404 as if the org did not exist), then the role table."""
+    role = None
+    if org is not None and org.status == "active":
+        role = role_for(org.members, principal.id) if principal.kind == "user" else None
+    require(role, permission, resource="organization")
+
+
+def _times(loaded: Loaded[Any], now: datetime) -> tuple[datetime, datetime]:
+    return (loaded.created_at or now, now)
+
+
+# --- organizations ------------------------------------------------------------------
+
+
+@post(BASE, status_code=201, summary="Create an organization; the caller becomes its org_admin")
+async def create_organization(request: AnyRequest) -> Response[bytes]:
+    deps = deps_of(request)
+    cmd = decode_command(org_mod.CreateOrganization, await request.body())
+    principal = request.user
+    if principal.kind != "user":
+        raise Forbidden("only users create organizations", code="permission_denied")
+    org_id = deps.new_id()
+
+    async def decide(now: datetime) -> Outcome:
+        events = org_mod.create_organization(cmd, org_id=org_id, created_by=principal.id)
+        state = org_mod.fold(events)
+        assert state is not None
+        return Outcome(
+            appends=appended(deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, 0, events),
+            tenant_id=org_id,
+            status_code=201,
+            body=organization_view(state, now, now),
+            etag=etag_of(state.version),
+        )
+
+    return await execute(request, deps, decide)
+
+
+@put(ORG, summary="Update an organization's name or settings (If-Match: revision)")
+async def update_organization(request: AnyRequest, org_id: FromPath[uuid.UUID]) -> Response[bytes]:
+    deps = deps_of(request)
+    cmd = decode_command(org_mod.UpdateOrganization, await request.body())
+
+    async def decide(now: datetime) -> Outcome:
+        loaded = await load_org(deps, org_id)
+        authorize(request.user, loaded.state, Permission.MANAGE_ORG_MEMBERSHIPS)
+        check_if_match(request, loaded.version)
+        events = org_mod.update_organization(loaded.state, cmd)
+        state = _apply(loaded.state, events, org_mod.evolve)
+        created, updated = _times(loaded, now) if events else (loaded.created_at, loaded.updated_at)
+        return Outcome(
+            appends=appended(
+                deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, loaded.version, events
+            ),
+            tenant_id=org_id,
+            status_code=200,
+            body=organization_view(state, created or now, updated or now),
+            etag=etag_of(state.version),
+            position=loaded.last_position,
+        )
+
+    return await execute(request, deps, decide)
+
+
+@delete(ORG, status_code=204, summary="Delete an organization and, in read models, its children")
+async def delete_organization(request: AnyRequest, org_id: FromPath[uuid.UUID]) -> Response[None]:
+    deps = deps_of(request)
+
+    async def decide(now: datetime) -> Outcome:
+        loaded = await load_org(deps, org_id)
+        authorize(request.user, loaded.state, Permission.MANAGE_ORG_MEMBERSHIPS)
+        check_if_match(request, loaded.version)
+        events = org_mod.delete_organization(loaded.state)
+        return Outcome(
+            appends=appended(
+                deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, loaded.version, events
+            ),
+            tenant_id=org_id,
+            status_code=204,
+            body=None,
+        )
+
+    return await execute(request, deps, decide)
+
+
+# --- projects -----------------------------------------------------------------------
+
+
+@post(ORG + "/projects", status_code=201, summary="Create a project in an organization")
+async def create_project(request: AnyRequest, org_id: FromPath[uuid.UUID]) -> Response[bytes]:
+    deps = deps_of(request)
+    cmd = decode_command(project_mod.CreateProject, await request.body())
+    project_id = deps.new_id()
+
+    async def decide(now: datetime) -> Outcome:
+        org = await load_org(deps, org_id)
+        authorize(request.user, org.state, Permission.MANAGE_PROJECT)
+        events = project_mod.create_project(org.state, cmd, project_id=project_id)
+        state = project_mod.fold(events)
+        assert state is not None
+        return Outcome(
+            appends=appended(
+                deps, project_mod.stream_id(project_id), project_mod.STREAM_TYPE, 0, events
+            ),
+            tenant_id=org_id,
+            status_code=201,
+            body=project_view(state, now, now),
+            etag=etag_of(state.version),
+        )
+
+    return await execute(request, deps, decide)
+
+
+async def _load_project(
+    deps: CommandDeps,
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    perm: Permission,
+) -> tuple[Loaded[org_mod.Organization], Loaded[project_mod.Project]]:
+    org = await load_org(deps, org_id)
+    authorize(request.user, org.state, perm)
+    project = await load(deps, project_mod.stream_id(project_id), project_mod.fold)
+    project_mod.require_project(org.state, project.state)
+    return org, project
+
+
+@put(PROJECT, summary="Update a project's name or description (If-Match: revision)")
+async def update_project(
+    request: AnyRequest, org_id: FromPath[uuid.UUID], project_id: FromPath[uuid.UUID]
+) -> Response[None]:
+    deps = deps_of(request)
+    cmd = decode_command(project_mod.UpdateProject, await request.body())
+
+    async def decide(now: datetime) -> Outcome:
+        org, project = await _load_project(
+            deps, request, org_id, project_id, Permission.MANAGE_PROJECT
+        )
+        check_if_match(request, project.version)
+        events = project_mod.update_project(org.state, project.state, cmd)
+        state = _apply(project.state, events, project_mod.evolve)
+        created, updated = (
+            _times(project, now) if events else (project.created_at, project.updated_at)
+        )
+        return Outcome(
+            appends=appended(
+                deps,
+                project_mod.stream_id(project_id),
+                project_mod.STREAM_TYPE,
+                project.version,
+                events,
+            ),
+            tenant_id=org_id,
+            status_code=200,
+            body=project_view(state, created or now, updated or now),
+            etag=etag_of(state.version),
+            position=project.last_position,
+        )
+
+    return await execute(request, deps, decide)
+
+
+@delete(PROJECT, status_code=204, summary="Delete a project and, in read models, its environments")
+async def delete_project(
+    request: AnyRequest, org_id: FromPath[uuid.UUID], project_id: FromPath[uuid.UUID]
+) -> Response[None]:
+    deps = deps_of(request)
+
+    async def decide(now: datetime) -> Outcome:
+        org, project = await _load_project(
+            deps, request, org_id, project_id, Permission.MANAGE_PROJECT
+        )
+        check_if_match(request, project.version)
+        events = project_mod.delete_project(org.state, project.state)
+        return Outcome(
+            appends=appended(
+                deps,
+                project_mod.stream_id(project_id),
+                project_mod.STREAM_TYPE,
+                project.version,
+                events,
+            ),
+            tenant_id=org_id,
+            status_code=204,
+            body=None,
+        )
+
+    return await execute(request, deps, decide)
+
+
+# --- environments -------------------------------------------------------------------
+
+
+@post(PROJECT + "/environments", status_code=201, summary="Create an environment in a project")
+async def create_environment(
+    request: AnyRequest, org_id: FromPath[uuid.UUID], project_id: FromPath[uuid.UUID]
+) -> Response[bytes]:
+    deps = deps_of(request)
+    cmd = decode_command(env_mod.CreateEnvironment, await request.body())
+    env_id = deps.new_id()
+
+    async def decide(now: datetime) -> Outcome:
+        org, project = await _load_project(
+            deps, request, org_id, project_id, Permission.MANAGE_PROJECT
+        )
+        events = env_mod.create_environment(org.state, project.state, cmd, environment_id=env_id)
+        state = env_mod.fold(events)
+        assert state is not None
+        return Outcome(
+            appends=appended(deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, 0, events),
+            tenant_id=org_id,
+            status_code=201,
+            body=environment_view(state, now, now),
+            etag=etag_of(state.version),
+        )
+
+    return await execute(request, deps, decide)
+
+
+async def _load_environment(
+    deps: CommandDeps,
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    env_id: FromPath[uuid.UUID],
+    perm: Permission,
+) -> tuple[Loaded[org_mod.Organization], Loaded[project_mod.Project], Loaded[env_mod.Environment]]:
+    org, project = await _load_project(deps, request, org_id, project_id, perm)
+    env = await load(deps, env_mod.stream_id(env_id), env_mod.fold)
+    env_mod.require_environment(org.state, project.state, env.state)
+    return org, project, env
+
+
+@put(ENVIRONMENT, summary="Update an environment's name, posture or settings (If-Match)")
+async def update_environment(
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    env_id: FromPath[uuid.UUID],
+) -> Response[bytes]:
+    deps = deps_of(request)
+    cmd = decode_command(env_mod.UpdateEnvironment, await request.body())
+
+    async def decide(now: datetime) -> Outcome:
+        org, project, env = await _load_environment(
+            deps, request, org_id, project_id, env_id, Permission.MANAGE_ENVIRONMENT
+        )
+        check_if_match(request, env.version)
+        events = env_mod.update_environment(org.state, project.state, env.state, cmd)
+        state = _apply(env.state, events, env_mod.evolve)
+        created, updated = _times(env, now) if events else (env.created_at, env.updated_at)
+        return Outcome(
+            appends=appended(
+                deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, env.version, events
+            ),
+            tenant_id=org_id,
+            status_code=200,
+            body=environment_view(state, created or now, updated or now),
+            etag=etag_of(state.version),
+            position=env.last_position,
+        )
+
+    return await execute(request, deps, decide)
+
+
+@delete(ENVIRONMENT, status_code=204, summary="Delete an environment")
+async def delete_environment(
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    env_id: FromPath[uuid.UUID],
+) -> Response[None]:
+    deps = deps_of(request)
+
+    async def decide(now: datetime) -> Outcome:
+        org, project, env = await _load_environment(
+            deps, request, org_id, project_id, env_id, Permission.MANAGE_PROJECT
+        )
+        check_if_match(request, env.version)
+        events = env_mod.delete_environment(org.state, project.state, env.state)
+        return Outcome(
+            appends=appended(
+                deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, env.version, events
+            ),
+            tenant_id=org_id,
+            status_code=204,
+            body=None,
+        )
+
+    return await execute(request, deps, decide)
+
+
+def _apply(state: Any, events: Sequence[Any], evolve: Any) -> Any:
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+ROUTES = [
+    create_organization,
+    update_organization,
+    delete_organization,
+    create_project,
+    update_project,
+    delete_project,
+    create_environment,
+    update_environment,
+    delete_environment,
+]

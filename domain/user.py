@@ -1,0 +1,97 @@
+"""User: a person who can sign in (minimal, for bootstrap).
+
+State machine (stream ``user-<id>``)::
+
+    (none) ──create_user──► active
+
+Emails are stored lowercased, so ``Ada@Example.com`` and ``ada@example.com``
+are one address. The aggregate cannot see other users, so uniqueness of an
+email is enforced outside it (a unique index on the users read model, or a
+reservation stream keyed by the email).
+
+Credentials (password hashes, tokens) never go into these events; they get
+their own model.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Annotated, Final, Literal, assert_never
+
+import msgspec
+
+from domain.codec import CODEC, Event, register_pattern_hint
+from domain.errors import InvalidHistory, NotFound
+
+STREAM_TYPE: Final = "user"
+
+Status = Literal["active"]
+
+# The WHATWG HTML "valid e-mail address" rule, with a dotted domain required and
+# RFC 5321 length limits (64 for the local part, 63 per label, 254 in total).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL_PATTERN: Final = (
+    rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]{{1,64}}@{_LABEL}(?:\.{_LABEL})+(?![\s\S])"
+)
+register_pattern_hint(EMAIL_PATTERN, "must be an email address such as ada@example.com")
+
+Email = Annotated[str, msgspec.Meta(max_length=254, pattern=EMAIL_PATTERN)]
+
+
+def stream_id(user_id: uuid.UUID) -> str:
+    return f"{STREAM_TYPE}-{user_id}"
+
+
+def normalize_email(email: str) -> str:
+    return email.lower()
+
+
+class User(msgspec.Struct, frozen=True, kw_only=True):
+    id: uuid.UUID
+    email: str
+    status: Status
+    version: int
+
+
+class UserCreated(Event, tag="user.created", frozen=True, kw_only=True):
+    user_id: uuid.UUID
+    email: str
+
+
+UserEvent = UserCreated
+EVENTS: Final = (UserCreated,)
+CODEC.register(*EVENTS)
+
+
+class CreateUser(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    email: Email
+
+
+def evolve(state: User | None, event: UserEvent) -> User:
+    match event:
+        case UserCreated(user_id=user_id, email=email):
+            if state is not None:
+                raise InvalidHistory("user created twice", context={"user_id": str(state.id)})
+            return User(id=user_id, email=email, status="active", version=1)
+        case _:
+            assert_never(event)
+
+
+def fold(events: Iterable[Event]) -> User | None:
+    state: User | None = None
+    for event in events:
+        if not isinstance(event, UserCreated):
+            raise InvalidHistory(f"{type(event).__name__} is not a user event")
+        state = evolve(state, event)
+    return state
+
+
+def require_user(user: User | None) -> User:
+    if user is None:
+        raise NotFound("user not found", code="user_not_found")
+    return user
+
+
+def create_user(cmd: CreateUser, *, user_id: uuid.UUID) -> tuple[UserEvent, ...]:
+    return (UserCreated(user_id=user_id, email=normalize_email(cmd.email)),)

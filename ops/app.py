@@ -1,0 +1,92 @@
+"""The API application: the one place that assembles routes, auth and errors.
+
+Write routes come from commands/, query routes from projections/; they never
+import each other, and meet only here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from commands import tenancy as tenancy_commands
+from commands.auth import PUBLIC_PATHS, PersonalAccessTokens, make_auth_middleware, utc_now
+from commands.credentials import PAT_PREFIX
+from commands.execution import CommandDeps
+from commands.pgstore import PgEventStore
+from commands.problems import EXCEPTION_HANDLERS
+from domain.codec import default_codec
+from ops.health import healthz, readyz
+from ops.telemetry import CountingStore, metrics
+from projections import routes as tenancy_queries
+from projections.feed import PgFeed
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def create_app(
+    pool: asyncpg.Pool,
+    feed: PgFeed,
+    *,
+    clock: Callable[[], datetime] = utc_now,
+    new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+    projection_wait_s: float = 5.0,
+    debug: bool = False,
+) -> Litestar:
+    deps = CommandDeps(
+        store=CountingStore(PgEventStore(pool)),
+        codec=default_codec(),
+        clock=clock,
+        new_id=new_id,
+    )
+    auth = make_auth_middleware({PAT_PREFIX: PersonalAccessTokens(pool, clock)})
+    prometheus = PrometheusConfig(
+        app_name="byteor-cloud",
+        prefix="byteor",
+        group_path=True,
+        exclude=[f"^{p}" for p in PUBLIC_PATHS],
+    )
+    return Litestar(
+        route_handlers=[
+            *tenancy_commands.ROUTES,
+            *tenancy_queries.ROUTES,
+            healthz,
+            readyz,
+            metrics,
+        ],
+        middleware=[prometheus.middleware, auth],
+        exception_handlers=EXCEPTION_HANDLERS,
+        state=State(
+            {
+                "command_deps": deps,
+                "pool": pool,
+                "feed": feed,
+                "projection_wait_s": projection_wait_s,
+            }
+        ),
+        openapi_config=OpenAPIConfig(
+            title="ByteOr Cloud API",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="byp_ personal access token",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+        request_max_body_size=MAX_BODY_BYTES,
+        debug=debug,
+    )

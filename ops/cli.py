@@ -1,0 +1,225 @@
+"""``byteor-cloud``: the operator's command line.
+
+    byteor-cloud up                     embedded stack + migrate + api, projector, relay, worker
+    byteor-cloud api|projector|relay|worker
+    byteor-cloud migrate
+    byteor-cloud stack start|stop|status
+    byteor-cloud admin create-user --email E --org NAME
+
+Configuration comes from BYTEOR_CLOUD_* variables (ops/config.py). Any service
+URL left unset is taken from the embedded stack under BYTEOR_CLOUD_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from ops.config import ConfigError, Settings
+
+
+class CliError(Exception):
+    """A failure the operator can act on: printed without a traceback, exit 2."""
+
+
+def _runtime(settings: Settings) -> Any:
+    from ops.processes import Runtime
+    from ops.stack import Stack
+
+    urls = {
+        "database_url": settings.database_url,
+        "nats_url": settings.nats_url,
+        "s3_endpoint": settings.s3_endpoint,
+        "vault_addr": settings.vault_addr,
+    }
+    if any(v is None for v in urls.values()):
+        stack = Stack.load(settings.home)
+        embedded = stack.urls() if stack is not None else {}
+        for key, value in urls.items():
+            if value is None:
+                urls[key] = embedded.get(key)
+    if urls["database_url"] is None:
+        raise CliError(
+            "no database: set BYTEOR_CLOUD_DATABASE_URL, or start the embedded stack "
+            "(`byteor-cloud stack start` or `make run`)"
+        )
+    api_host, api_port = settings.api_bind
+    worker_host, worker_port = settings.worker_bind
+    return Runtime(
+        database_url=urls["database_url"],
+        nats_url=urls["nats_url"],
+        s3_endpoint=urls["s3_endpoint"],
+        vault_addr=urls["vault_addr"],
+        api_host=api_host,
+        api_port=api_port,
+        worker_host=worker_host,
+        worker_port=worker_port,
+        db_role=settings.db_role,
+        pool_min=settings.db_pool_min,
+        pool_max=settings.db_pool_max,
+        projection_wait_s=settings.projection_wait_max_ms / 1000,
+        log_level=settings.log_level,
+    )
+
+
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        return None
+
+
+def _process(name: str) -> Callable[[Settings, argparse.Namespace], int]:
+    def command(settings: Settings, args: argparse.Namespace) -> int:
+        from ops import processes
+        from ops.logs import configure
+
+        configure(name, level=settings.log_level, fmt=settings.log_format)
+        rt = _runtime(settings)
+        entry = getattr(processes, f"run_{name}")
+        try:
+            _run(entry(rt))
+        except processes.NotMigrated as exc:
+            raise CliError(str(exc)) from exc
+        return 0
+
+    return command
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from schema.migrate import migrate_dsn
+
+    rt = _runtime(settings)
+    applied = _run(migrate_dsn(rt.database_url))
+    if applied:
+        for m in applied:
+            print(f"applied {m.version:04d}_{m.name}")
+    else:
+        print("schema is up to date")
+    return 0
+
+
+def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.stack import services_needed, stack_status, start_stack, stop_stack
+
+    if args.action == "start":
+        status = start_stack(settings.home, services_needed(settings))
+    elif args.action == "stop":
+        status = stop_stack(settings.home)
+    else:
+        status = stack_status(settings.home)
+    print(json.dumps(status, indent=2, default=str))
+    return 0
+
+
+def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
+    from commands.bootstrap import create_user
+    from domain.errors import DomainError
+    from schema.pg import create_pool
+
+    rt = _runtime(settings)
+
+    async def go() -> Any:
+        from ops.processes import require_migrated
+
+        await require_migrated(rt.database_url)
+        pool = await create_pool(rt.database_url, role=rt.db_role, min_size=1, max_size=2)
+        try:
+            return await create_user(
+                pool, email=args.email, org_name=args.org, now=datetime.now(UTC)
+            )
+        finally:
+            await pool.close()
+
+    try:
+        made = asyncio.run(go())
+    except DomainError as exc:
+        detail = "; ".join(f"{e.path}: {e.message}" for e in exc.errors) or exc.detail
+        raise CliError(f"invalid input: {detail}") from exc
+    print(f"user_id:  {made.user_id}" + ("" if made.created_user else "  (existing user)"))
+    print(f"org_id:   {made.org_id}")
+    print(f"token:    {made.token}")
+    print("This personal access token is shown once; store it now. Use it as")
+    print("  Authorization: Bearer <token>")
+    return 0
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.up import run_up
+
+    return run_up(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="byteor-cloud",
+        description="ByteOr Cloud control plane: API, projections, relay, workers and operations.",
+        epilog="Configuration: BYTEOR_CLOUD_* environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser(
+        "up",
+        help="start the embedded stack, migrate, and run every process in the foreground",
+        description="Start PostgreSQL, NATS, S3 and Vault (unless external URLs are set), "
+        "apply migrations, then run api, projector, relay and worker until Ctrl-C.",
+    )
+    up.set_defaults(func=cmd_up)
+    for name, text in [
+        ("api", "serve the HTTP API (BYTEOR_CLOUD_API_BIND_ADDR, default 127.0.0.1:8080)"),
+        ("projector", "keep the read models up to date (one active per projection)"),
+        ("relay", "publish the event feed to NATS JetStream (events.<org>.<type>.<event>)"),
+        ("worker", "run background job consumers (BYTEOR_CLOUD_WORKER_BIND_ADDR)"),
+    ]:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(func=_process(name))
+    migrate = sub.add_parser(
+        "migrate",
+        help="apply pending schema migrations",
+        description="Apply schema/migrations "
+        "in order, in one transaction under an advisory lock; a no-op when up to date.",
+    )
+    migrate.set_defaults(func=cmd_migrate)
+
+    stack = sub.add_parser(
+        "stack",
+        help="manage the embedded PostgreSQL/NATS/S3/Vault stack",
+        description="The embedded stack lives under BYTEOR_CLOUD_HOME (default ./.byteor).",
+    )
+    stack.add_argument("action", choices=["start", "stop", "status"])
+    stack.set_defaults(func=cmd_stack)
+
+    admin = sub.add_parser("admin", help="administrative commands")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    create = admin_sub.add_parser(
+        "create-user",
+        help="create a user and an organization they administer; print a token once",
+        description="Creates the user (or reuses one with this e-mail), a new organization "
+        "with the user as org_admin, and prints a personal access token once.",
+    )
+    create.add_argument("--email", required=True, help="the user's e-mail address")
+    create.add_argument("--org", required=True, help="name of the organization to create")
+    create.set_defaults(func=cmd_create_user)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return int(args.func(settings, args))
+    except ConfigError as exc:
+        print(f"byteor-cloud: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"byteor-cloud: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The long-running processes: api, projector, relay, worker.
+
+Each takes a resolved ``Runtime`` (URLs already chosen between external
+services and the embedded stack by the CLI) and runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import msgspec
+import uvicorn
+
+from projections.feed import PgFeed
+from projections.runner import ProjectionRunner
+from projections.tenancy import TenancyProjection
+from schema.migrate import MigrationError, pending
+from schema.pg import connect, create_pool
+from workers.relay import JetStreamPublisher, wait_for_nats
+
+log = logging.getLogger("byteor.processes")
+
+
+class Runtime(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    nats_url: str | None = None
+    s3_endpoint: str | None = None
+    vault_addr: str | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    worker_host: str = "127.0.0.1"
+    worker_port: int = 8081
+    db_role: str = "byteor_app"
+    pool_min: int = 2
+    pool_max: int = 20
+    projection_wait_s: float = 5.0
+    log_level: str = "INFO"
+
+
+class NotMigrated(RuntimeError):
+    pass
+
+
+async def require_migrated(database_url: str) -> None:
+    conn = await connect(database_url, role=None, application_name="byteor-check")
+    try:
+        todo = await pending(conn)
+    except MigrationError as exc:
+        raise NotMigrated(str(exc)) from exc
+    finally:
+        await conn.close()
+    if todo:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
+        raise NotMigrated(f"migrations pending ({names}); run `byteor-cloud migrate` first")
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_api(rt: Runtime) -> None:
+    from ops.app import create_app
+
+    await require_migrated(rt.database_url)
+    pool = await create_pool(
+        rt.database_url,
+        role=rt.db_role,
+        min_size=rt.pool_min,
+        max_size=rt.pool_max,
+        application_name="byteor-api",
+    )
+    feed = PgFeed(pool)
+    app = create_app(pool, feed, projection_wait_s=rt.projection_wait_s)
+    config = uvicorn.Config(
+        app,
+        host=rt.api_host,
+        port=rt.api_port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    log.info("api listening", extra={"url": f"http://{rt.api_host}:{rt.api_port}"})
+    try:
+        await server.serve()
+    finally:
+        await pool.close()
+
+
+async def _run_runner(rt: Runtime, runner: ProjectionRunner, stop: asyncio.Event) -> None:
+    try:
+        await runner.run(stop)
+    finally:
+        await runner.close()
+
+
+async def run_projector(rt: Runtime) -> None:
+    await require_migrated(rt.database_url)
+    stop = stop_event()
+    pool = await create_pool(
+        rt.database_url,
+        role=rt.db_role,
+        min_size=1,
+        max_size=4,
+        application_name="byteor-projector",
+    )
+    listen = _with_role(rt)
+    runner = ProjectionRunner(
+        pool, PgFeed(pool, listen_dsn=listen), [TenancyProjection()], lease_dsn=listen
+    )
+    log.info("projector running", extra={"projections": ["tenancy"]})
+    try:
+        await _run_runner(rt, runner, stop)
+    finally:
+        await pool.close()
+
+
+async def run_relay(rt: Runtime) -> None:
+    if rt.nats_url is None:
+        raise SystemExit("the relay needs NATS: set BYTEOR_CLOUD_NATS_URL or start the stack")
+    await require_migrated(rt.database_url)
+    stop = stop_event()
+    connected = await wait_for_nats(rt.nats_url, stop)
+    if connected is None:
+        return
+    nc, js = connected
+    pool = await create_pool(
+        rt.database_url, role=rt.db_role, min_size=1, max_size=4, application_name="byteor-relay"
+    )
+    listen = _with_role(rt)
+    runner = ProjectionRunner(
+        pool, PgFeed(pool, listen_dsn=listen), [JetStreamPublisher(js)], lease_dsn=listen
+    )
+    log.info("relay running", extra={"nats": rt.nats_url})
+    try:
+        await _run_runner(rt, runner, stop)
+    finally:
+        await pool.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+async def run_worker(rt: Runtime) -> None:
+    """The worker process: health and metrics on WORKER_BIND_ADDR, NATS connected.
+
+    Job consumers (spec_ingest, deploy_bundle_build, ...) register here as the
+    job engine lands (issue 4); until then it holds its NATS connection and
+    serves its operational routes.
+    """
+    from litestar import Litestar
+
+    from ops.health import healthz
+    from ops.telemetry import metrics
+
+    stop = stop_event()
+    nc = None
+    if rt.nats_url is not None:
+        connected = await wait_for_nats(rt.nats_url, stop)
+        if connected is None:
+            return
+        nc = connected[0]
+    app = Litestar(route_handlers=[healthz, metrics])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, host=rt.worker_host, port=rt.worker_port, log_config=None, access_log=False
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serve = asyncio.create_task(server.serve())
+    log.info("worker running", extra={"url": f"http://{rt.worker_host}:{rt.worker_port}"})
+    await stop.wait()
+    server.should_exit = True
+    await serve
+    if nc is not None:
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+def _with_role(rt: Runtime) -> str:
+    # LISTEN and lease sessions connect directly (not via the pool) on the same
+    # DSN; schema.pg.connect gives them the same role and timeouts.
+    return rt.database_url

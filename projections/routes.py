@@ -1,0 +1,264 @@
+"""Query routes for the tenancy tree. They read only read tables.
+
+Visibility: a user sees an organization and everything under it only while
+a member; anything else is 404, exactly like a resource that does not exist.
+``?min_position=N`` waits (bounded) until the projection has applied the event
+at position N, which a command answered in ``X-ByteOr-Position``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import asyncpg
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from litestar.params import FromPath, QueryParameter
+
+from domain.access import Permission, require
+from domain.errors import DomainError, FieldError, NotFound
+from domain.principal import Principal
+from projections.feed import PgFeed
+from projections.paging import Page, check_limit, decode_cursor, encode_cursor
+from projections.runner import wait_for_position
+from projections.tenancy import (
+    NAME,
+    EnvironmentView,
+    OrganizationView,
+    ProjectView,
+    environment_from_row,
+    org_from_row,
+    project_from_row,
+)
+
+AnyRequest = Request[Principal, Any, State]
+ORG = "/api/v1/orgs/{org_id:uuid}"
+PROJECT = ORG + "/projects/{project_id:uuid}"
+
+MinPosition = Annotated[
+    int | None,
+    QueryParameter(ge=0, description="Wait until the read model includes this event position"),
+]
+Limit = Annotated[int | None, QueryParameter(description="Page size, 1..200 (default 50)")]
+Cursor = Annotated[str | None, QueryParameter(description="next_cursor of the previous page")]
+
+
+class ProjectionBehind(DomainError):
+    status = 503
+    code = "projection_behind"
+
+
+async def _ready(request: AnyRequest, min_position: int | None) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    if min_position:
+        feed: PgFeed = request.app.state.feed
+        max_wait = request.app.state.projection_wait_s
+        if not await wait_for_position(pool, feed, NAME, min_position, max_wait):
+            raise ProjectionBehind(
+                f"the read model has not reached position {min_position} yet; retry",
+                errors=(FieldError("query.min_position", "not reached within the wait limit"),),
+            )
+    return pool
+
+
+async def _org_role(pool: asyncpg.Pool, principal: Principal, org_id: uuid.UUID) -> str | None:
+    if principal.kind != "user":
+        return None
+    role: str | None = await pool.fetchval(
+        """
+        SELECT m.role FROM org_member_view m JOIN org_view o ON o.id = m.org_id
+        WHERE m.org_id = $1 AND m.user_id = $2 AND o.deleted_at IS NULL
+        """,
+        org_id,
+        principal.id,
+    )
+    return role
+
+
+def _etag(revision: int) -> dict[str, str]:
+    return {"ETag": f'"{revision}"'}
+
+
+def _page(rows: list[Any], limit: int, build: Any) -> Page[Any]:
+    items = [build(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return Page(
+        items=items,
+        next_cursor=encode_cursor(last["created_at"], last["id"]) if last is not None else None,
+    )
+
+
+def _after(cursor: str | None) -> tuple[Any, Any]:
+    key = decode_cursor(cursor)
+    return (None, None) if key is None else key
+
+
+@get("/api/v1/orgs", summary="Organizations you are a member of")
+async def list_organizations(
+    request: AnyRequest,
+    min_position: MinPosition = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Page[OrganizationView]:
+    pool = await _ready(request, min_position)
+    size = check_limit(limit)
+    after_at, after_id = _after(cursor)
+    rows = await pool.fetch(
+        """
+        SELECT o.* FROM org_view o JOIN org_member_view m ON m.org_id = o.id AND m.user_id = $1
+        WHERE o.deleted_at IS NULL
+          AND ($2::timestamptz IS NULL OR (o.created_at, o.id) > ($2, $3))
+        ORDER BY o.created_at, o.id LIMIT $4
+        """,
+        request.user.id,
+        after_at,
+        after_id,
+        size + 1,
+    )
+    return _page(rows, size, org_from_row)
+
+
+@get(ORG, summary="An organization")
+async def get_organization(
+    request: AnyRequest, org_id: FromPath[uuid.UUID], min_position: MinPosition = None
+) -> Response[OrganizationView]:
+    pool = await _ready(request, min_position)
+    require(
+        await _org_role(pool, request.user, org_id), Permission.VIEW_ORG, resource="organization"
+    )
+    row = await pool.fetchrow("SELECT * FROM org_view WHERE id = $1", org_id)
+    view = org_from_row(row)
+    return Response(view, headers=_etag(view.revision))
+
+
+@get(ORG + "/projects", summary="Projects of an organization")
+async def list_projects(
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    min_position: MinPosition = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Page[ProjectView]:
+    pool = await _ready(request, min_position)
+    require(
+        await _org_role(pool, request.user, org_id),
+        Permission.VIEW_PROJECT,
+        resource="organization",
+    )
+    size = check_limit(limit)
+    after_at, after_id = _after(cursor)
+    rows = await pool.fetch(
+        """
+        SELECT * FROM project_view
+        WHERE org_id = $1 AND deleted_at IS NULL
+          AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+        ORDER BY created_at, id LIMIT $4
+        """,
+        org_id,
+        after_at,
+        after_id,
+        size + 1,
+    )
+    return _page(rows, size, project_from_row)
+
+
+async def _project_row(pool: asyncpg.Pool, org_id: uuid.UUID, project_id: uuid.UUID) -> Any:
+    row = await pool.fetchrow(
+        "SELECT * FROM project_view WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL",
+        project_id,
+        org_id,
+    )
+    if row is None:
+        raise NotFound("project not found", code="project_not_found")
+    return row
+
+
+@get(PROJECT, summary="A project")
+async def get_project(
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    min_position: MinPosition = None,
+) -> Response[ProjectView]:
+    pool = await _ready(request, min_position)
+    require(
+        await _org_role(pool, request.user, org_id),
+        Permission.VIEW_PROJECT,
+        resource="organization",
+    )
+    view = project_from_row(await _project_row(pool, org_id, project_id))
+    return Response(view, headers=_etag(view.revision))
+
+
+@get(PROJECT + "/environments", summary="Environments of a project")
+async def list_environments(
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    min_position: MinPosition = None,
+    limit: Limit = None,
+    cursor: Cursor = None,
+) -> Page[EnvironmentView]:
+    pool = await _ready(request, min_position)
+    require(
+        await _org_role(pool, request.user, org_id),
+        Permission.VIEW_ENVIRONMENT,
+        resource="organization",
+    )
+    await _project_row(pool, org_id, project_id)
+    size = check_limit(limit)
+    after_at, after_id = _after(cursor)
+    rows = await pool.fetch(
+        """
+        SELECT * FROM environment_view
+        WHERE project_id = $1 AND deleted_at IS NULL
+          AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3))
+        ORDER BY created_at, id LIMIT $4
+        """,
+        project_id,
+        after_at,
+        after_id,
+        size + 1,
+    )
+    return _page(rows, size, environment_from_row)
+
+
+@get(PROJECT + "/environments/{env_id:uuid}", summary="An environment")
+async def get_environment(
+    request: AnyRequest,
+    org_id: FromPath[uuid.UUID],
+    project_id: FromPath[uuid.UUID],
+    env_id: FromPath[uuid.UUID],
+    min_position: MinPosition = None,
+) -> Response[EnvironmentView]:
+    pool = await _ready(request, min_position)
+    require(
+        await _org_role(pool, request.user, org_id),
+        Permission.VIEW_ENVIRONMENT,
+        resource="organization",
+    )
+    row = await pool.fetchrow(
+        """
+        SELECT * FROM environment_view
+        WHERE id = $1 AND project_id = $2 AND org_id = $3 AND deleted_at IS NULL
+        """,
+        env_id,
+        project_id,
+        org_id,
+    )
+    if row is None:
+        raise NotFound("environment not found", code="environment_not_found")
+    view = environment_from_row(row)
+    return Response(view, headers=_etag(view.revision))
+
+
+ROUTES = [
+    list_organizations,
+    get_organization,
+    list_projects,
+    get_project,
+    list_environments,
+    get_environment,
+]

@@ -1,0 +1,135 @@
+"""The relay: publishes the event store's feed to NATS JetStream.
+
+Every domain event goes to ``events.<org>.<stream_type>.<event_type>`` (org
+``system`` when an event has no tenant) so tenant-scoped NATS permissions can
+isolate integration consumers. The relay is a projection whose "read table" is
+the JetStream stream: it holds the ``relay`` lease and checkpoint, publishes a
+batch, waits for JetStream's acknowledgements, then moves the checkpoint. A
+crash between the two republishes the batch; ``Nats-Msg-Id`` = event id lets
+JetStream drop those duplicates. NATS down: the checkpoint stays, nothing is
+lost, publishing resumes when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from domain.envelope import RecordedEvent
+
+log = logging.getLogger("byteor.relay")
+
+EVENTS_STREAM = "EVENTS"
+EVENTS_SUBJECTS = ["events.>"]
+NAME = "relay"
+
+
+class IntegrationEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """The documented integration payload (docs/integration-events.md)."""
+
+    event_id: str
+    position: int
+    stream_id: str
+    stream_type: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    org_id: str | None
+    actor: dict[str, str]
+    correlation_id: str
+    causation_id: str | None
+    recorded_at: str
+    data: msgspec.Raw
+
+
+def subject_of(event: RecordedEvent) -> str:
+    org = str(event.tenant_id) if event.tenant_id else "system"
+    return f"events.{org}.{event.stream_type}.{event.event_type}"
+
+
+def message_of(event: RecordedEvent) -> bytes:
+    return msgspec.json.encode(
+        IntegrationEvent(
+            event_id=str(event.event_id),
+            position=event.position,
+            stream_id=event.stream_id,
+            stream_type=event.stream_type,
+            stream_version=event.stream_version,
+            event_type=event.event_type,
+            schema_version=event.schema_version,
+            org_id=str(event.tenant_id) if event.tenant_id else None,
+            actor={"kind": event.actor.kind, "id": event.actor.id},
+            correlation_id=str(event.correlation_id),
+            causation_id=str(event.causation_id) if event.causation_id else None,
+            recorded_at=event.recorded_at.isoformat(),
+            data=msgspec.Raw(event.payload),
+        )
+    )
+
+
+async def ensure_events_stream(js: JetStreamContext) -> None:
+    config = StreamConfig(
+        name=EVENTS_STREAM,
+        subjects=EVENTS_SUBJECTS,
+        storage=StorageType.FILE,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+
+
+class JetStreamPublisher:
+    """The relay's projection: ``apply`` publishes; the runner moves the checkpoint."""
+
+    name = NAME
+    tables: Sequence[str] = ()
+
+    def __init__(self, js: JetStreamContext) -> None:
+        self.js = js
+
+    def handles(self, event_type: str) -> bool:
+        return True
+
+    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent) -> None:
+        await self.js.publish(
+            subject_of(event),
+            message_of(event),
+            headers={"Nats-Msg-Id": str(event.event_id)},
+            timeout=5.0,
+        )
+
+
+async def connect_jetstream(url: str) -> tuple[NATS, JetStreamContext]:
+    nc = NATS()
+    await nc.connect(
+        servers=[url],
+        name="byteor-relay",
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+    )
+    js = nc.jetstream()
+    await ensure_events_stream(js)
+    return nc, js
+
+
+async def wait_for_nats(url: str, stop: asyncio.Event) -> tuple[NATS, JetStreamContext] | None:
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await connect_jetstream(url)
+        except Exception as exc:  # connection refused, timeouts: keep trying
+            log.warning("NATS not reachable, retrying: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    return None
