@@ -126,7 +126,7 @@ def on_validation(request: Request[Any, Any, Any], exc: ValidationException) -> 
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
-            source = item.get("source", "")
+            source = str(getattr(item.get("source"), "value", item.get("source") or ""))
             key = item.get("key", "")
             path = f"{source}.{key}" if source and source != "body" else f"/{key}"
             errors.append(FieldError(path, str(item.get("message", ""))))

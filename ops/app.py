@@ -88,5 +88,6 @@ def create_app(
             security=[{"bearer": []}],
         ),
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # ops/logs.py configures the process's logging
         debug=debug,
     )

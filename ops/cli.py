@@ -27,7 +27,7 @@ class CliError(Exception):
     """A failure the operator can act on: printed without a traceback, exit 2."""
 
 
-def _runtime(settings: Settings) -> Any:
+def resolve_runtime(settings: Settings) -> Any:
     from ops.processes import Runtime
     from ops.stack import Stack
 
@@ -80,7 +80,7 @@ def _process(name: str) -> Callable[[Settings, argparse.Namespace], int]:
         from ops.logs import configure
 
         configure(name, level=settings.log_level, fmt=settings.log_format)
-        rt = _runtime(settings)
+        rt = resolve_runtime(settings)
         entry = getattr(processes, f"run_{name}")
         try:
             _run(entry(rt))
@@ -94,7 +94,7 @@ def _process(name: str) -> Callable[[Settings, argparse.Namespace], int]:
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     from schema.migrate import migrate_dsn
 
-    rt = _runtime(settings)
+    rt = resolve_runtime(settings)
     applied = _run(migrate_dsn(rt.database_url))
     if applied:
         for m in applied:
@@ -122,7 +122,7 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     from domain.errors import DomainError
     from schema.pg import create_pool
 
-    rt = _runtime(settings)
+    rt = resolve_runtime(settings)
 
     async def go() -> Any:
         from ops.processes import require_migrated

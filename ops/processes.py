@@ -168,7 +168,7 @@ async def run_worker(rt: Runtime) -> None:
         if connected is None:
             return
         nc = connected[0]
-    app = Litestar(route_handlers=[healthz, metrics])
+    app = Litestar(route_handlers=[healthz, metrics], logging_config=None)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=rt.worker_host, port=rt.worker_port, log_config=None, access_log=False
