@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 import asyncpg
 import msgspec
 
+from schema.pg import Connection
+
 PAT_PREFIX = "byp_"
 _TOKEN_CHARS = 43  # secrets.token_urlsafe(32)
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -61,7 +63,7 @@ def looks_like(token: str, prefix: str) -> bool:
 
 
 async def store_token(
-    conn: asyncpg.Connection,
+    conn: Connection,
     issued: IssuedToken,
     *,
     user_id: uuid.UUID,

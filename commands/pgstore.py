@@ -22,6 +22,7 @@ from commands.store import (
     StoreUnavailable,
 )
 from domain.envelope import EVENT_COLUMNS, AppendResult, Metadata, RecordedEvent, StreamAppend
+from schema.pg import Connection
 
 NOTIFY_CHANNEL = "byteor_events"
 
@@ -93,7 +94,7 @@ class PgEventStore:
         meta: Metadata,
         *,
         idempotency: IdempotencyClaim | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> AppendResult:
         """See ``EventStore.append``. With ``conn``, runs inside the caller's transaction."""
         guard_streams: list[str] = []

@@ -12,7 +12,6 @@ which may not import one another; hence they live in the pure domain package.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -104,8 +103,8 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
         return Cursor(transaction_id=self.transaction_id, position=self.position)
 
     @classmethod
-    def from_row(cls, row: Sequence[Any]) -> RecordedEvent:
-        """Build from a row selected in ``EVENT_COLUMNS`` order (any DB driver)."""
+    def from_row(cls, row: Any) -> RecordedEvent:
+        """Build from a row selected in ``EVENT_COLUMNS`` order (any indexable DB row)."""
         return cls(
             position=row[0],
             transaction_id=row[1],

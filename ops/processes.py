@@ -174,15 +174,17 @@ async def run_worker(rt: Runtime) -> None:
             app, host=rt.worker_host, port=rt.worker_port, log_config=None, access_log=False
         )
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    serve = asyncio.create_task(server.serve())
+    # From here uvicorn handles SIGINT/SIGTERM (it installs its own handlers).
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
     log.info("worker running", extra={"url": f"http://{rt.worker_host}:{rt.worker_port}"})
-    await stop.wait()
-    server.should_exit = True
-    await serve
-    if nc is not None:
-        with contextlib.suppress(Exception):
-            await nc.drain()
+    try:
+        await server.serve()
+    finally:
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
 
 
 def _with_role(rt: Runtime) -> str:

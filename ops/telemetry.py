@@ -8,6 +8,7 @@ projector, relay, worker) exports the same names. Lag is refreshed when
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -71,7 +72,7 @@ class CountingStore:
 
     async def append(
         self,
-        appends: list[StreamAppend] | tuple[StreamAppend, ...],
+        appends: Sequence[StreamAppend],
         meta: Metadata,
         *,
         idempotency: IdempotencyClaim | None = None,

@@ -25,7 +25,7 @@ import asyncpg
 
 from domain.envelope import Cursor, RecordedEvent
 from projections.feed import PgFeed
-from schema.pg import connect
+from schema.pg import Connection, connect
 
 log = logging.getLogger("byteor.projections")
 
@@ -38,7 +38,7 @@ class Projection(Protocol):
 
     def handles(self, event_type: str) -> bool: ...
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent) -> None: ...
+    async def apply(self, conn: Connection, event: RecordedEvent) -> None: ...
 
 
 def lease_key(name: str) -> int:
@@ -46,7 +46,7 @@ def lease_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def load_checkpoint(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> Cursor:
+async def load_checkpoint(conn: Connection | asyncpg.Pool, name: str) -> Cursor:
     row = await conn.fetchrow(
         "SELECT transaction_id, position FROM projection_checkpoints WHERE name = $1", name
     )
@@ -113,7 +113,7 @@ class ProjectionRunner:
         self.lease_dsn = lease_dsn
         self.batch_size = batch_size
         self.idle_wait = idle_wait
-        self._lease_conn: asyncpg.Connection | None = None
+        self._lease_conn: Connection | None = None
         self.held: set[str] = set()
         self.applied = 0
 

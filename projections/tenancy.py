@@ -9,10 +9,10 @@ its children deleted; events are never deleted.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import msgspec
 
 from domain import environment as env_mod
@@ -20,6 +20,7 @@ from domain import organization as org_mod
 from domain import project as project_mod
 from domain.codec import EventCodec, default_codec
 from domain.envelope import RecordedEvent
+from schema.pg import Connection
 
 NAME = "tenancy"
 _STREAM_TYPES = (org_mod.STREAM_TYPE, project_mod.STREAM_TYPE, env_mod.STREAM_TYPE)
@@ -122,8 +123,8 @@ def _id_of(stream_id: str) -> uuid.UUID:
 
 
 class TenancyProjection:
-    name = NAME
-    tables = ("org_view", "org_member_view", "project_view", "environment_view")
+    name: str = NAME
+    tables: Sequence[str] = ("org_view", "org_member_view", "project_view", "environment_view")
 
     def __init__(self, codec: EventCodec | None = None) -> None:
         self.codec = codec or default_codec()
@@ -131,7 +132,7 @@ class TenancyProjection:
     def handles(self, event_type: str) -> bool:
         return event_type.split(".", 1)[0] in _STREAM_TYPES
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    async def apply(self, conn: Connection, event: RecordedEvent) -> None:
         decoded = self.codec.decode_recorded(event)
         rev = event.stream_version
         at = event.recorded_at
@@ -263,7 +264,7 @@ class TenancyProjection:
                 pass
 
     async def _touch(
-        self, conn: asyncpg.Connection, table: str, id_: uuid.UUID, rev: int, at: datetime
+        self, conn: Connection, table: str, id_: uuid.UUID, rev: int, at: datetime
     ) -> None:
         await conn.execute(
             f"UPDATE {table} SET revision = $2, updated_at = $3 WHERE id = $1 AND revision < $2",
@@ -273,7 +274,7 @@ class TenancyProjection:
         )
 
     async def _delete_org(
-        self, conn: asyncpg.Connection, org_id: uuid.UUID, rev: int, at: datetime
+        self, conn: Connection, org_id: uuid.UUID, rev: int, at: datetime
     ) -> None:
         await conn.execute(
             """
@@ -293,7 +294,7 @@ class TenancyProjection:
             )
 
     async def _delete_project(
-        self, conn: asyncpg.Connection, project_id: uuid.UUID, rev: int, at: datetime
+        self, conn: Connection, project_id: uuid.UUID, rev: int, at: datetime
     ) -> None:
         await conn.execute(
             """

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
+from schema.pg import Connection
+
 # Arbitrary but fixed: identifies "the migration runner" among advisory locks.
 MIGRATION_LOCK_KEY = 0x6279_7465_6F72_0001
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -54,7 +56,7 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-async def applied_versions(conn: asyncpg.Connection) -> dict[int, str]:
+async def applied_versions(conn: Connection) -> dict[int, str]:
     exists = await conn.fetchval("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
     if not exists:
         return {}
@@ -62,7 +64,7 @@ async def applied_versions(conn: asyncpg.Connection) -> dict[int, str]:
     return {int(r["version"]): str(r["checksum"]) for r in rows}
 
 
-async def pending(conn: asyncpg.Connection, directory: Path | None = None) -> list[Migration]:
+async def pending(conn: Connection, directory: Path | None = None) -> list[Migration]:
     """Migrations not yet applied; raises if an applied one was changed or is missing."""
     files = load_migrations(directory)
     applied = await applied_versions(conn)
@@ -79,7 +81,7 @@ async def pending(conn: asyncpg.Connection, directory: Path | None = None) -> li
     return [m for m in files if m.version not in applied]
 
 
-async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[Migration]:
+async def migrate(conn: Connection, directory: Path | None = None) -> list[Migration]:
     """Apply every pending migration; returns what was applied (empty when up to date)."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
@@ -114,7 +116,7 @@ async def migrate_dsn(dsn: str, directory: Path | None = None) -> list[Migration
         await conn.close()
 
 
-async def is_up_to_date(conn: asyncpg.Connection) -> bool:
+async def is_up_to_date(conn: Connection) -> bool:
     """For /readyz: every migration file is applied and none changed."""
     try:
         return not await pending(conn)

@@ -6,7 +6,10 @@ so what they share about connections lives here, beside the migrations.
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 # Every session is bounded: an open transaction holds back the feed horizon,
 # so none may linger (ARCHITECTURE.md, "Every transaction is bounded").
@@ -17,6 +20,9 @@ SESSION_SETTINGS = {
 }
 
 APP_ROLE = "byteor_app"
+
+# A session, whether opened directly or borrowed from a pool.
+Connection: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 
 
 class DatabaseUnavailable(RuntimeError):

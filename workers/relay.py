@@ -16,7 +16,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -24,6 +23,7 @@ from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from domain.envelope import RecordedEvent
+from schema.pg import Connection
 
 log = logging.getLogger("byteor.relay")
 
@@ -91,7 +91,7 @@ async def ensure_events_stream(js: JetStreamContext) -> None:
 class JetStreamPublisher:
     """The relay's projection: ``apply`` publishes; the runner moves the checkpoint."""
 
-    name = NAME
+    name: str = NAME
     tables: Sequence[str] = ()
 
     def __init__(self, js: JetStreamContext) -> None:
@@ -100,7 +100,7 @@ class JetStreamPublisher:
     def handles(self, event_type: str) -> bool:
         return True
 
-    async def apply(self, conn: asyncpg.Connection, event: RecordedEvent) -> None:
+    async def apply(self, conn: Connection, event: RecordedEvent) -> None:
         await self.js.publish(
             subject_of(event),
             message_of(event),
@@ -115,7 +115,7 @@ async def connect_jetstream(url: str) -> tuple[NATS, JetStreamContext]:
         servers=[url],
         name="byteor-relay",
         max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
+        reconnect_time_wait=1,
         connect_timeout=2,
     )
     js = nc.jetstream()
