@@ -28,22 +28,14 @@ class CliError(Exception):
 
 
 def resolve_runtime(settings: Settings) -> Any:
+    """Settings with every unset service URL (and its credentials) taken from the stack."""
     from ops.processes import Runtime
     from ops.stack import Stack
 
-    urls = {
-        "database_url": settings.database_url,
-        "nats_url": settings.nats_url,
-        "s3_endpoint": settings.s3_endpoint,
-        "vault_addr": settings.vault_addr,
-    }
-    if any(v is None for v in urls.values()):
-        stack = Stack.load(settings.home)
-        embedded = stack.urls() if stack is not None else {}
-        for key, value in urls.items():
-            if value is None:
-                urls[key] = embedded.get(key)
-    if urls["database_url"] is None:
+    stack = Stack.load(settings.home)
+    if stack is not None:
+        settings = settings.with_stack(stack.state)
+    if settings.database_url is None:
         raise CliError(
             "no database: set BYTEOR_CLOUD_DATABASE_URL, or start the embedded stack "
             "(`byteor-cloud stack start` or `make run`)"
@@ -51,10 +43,14 @@ def resolve_runtime(settings: Settings) -> Any:
     api_host, api_port = settings.api_bind
     worker_host, worker_port = settings.worker_bind
     return Runtime(
-        database_url=urls["database_url"],
-        nats_url=urls["nats_url"],
-        s3_endpoint=urls["s3_endpoint"],
-        vault_addr=urls["vault_addr"],
+        database_url=settings.database_url,
+        nats_url=settings.nats_url,
+        s3_endpoint=settings.s3_endpoint,
+        s3_access_key=settings.s3_access_key,
+        s3_secret_key=settings.s3_secret_key,
+        s3_bucket=settings.s3_bucket,
+        vault_addr=settings.vault_addr,
+        vault_token=settings.vault_token,
         api_host=api_host,
         api_port=api_port,
         worker_host=worker_host,

@@ -28,7 +28,11 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
     nats_url: str | None = None
     s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "byteor-cloud"
     vault_addr: str | None = None
+    vault_token: str | None = None
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     worker_host: str = "127.0.0.1"

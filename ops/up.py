@@ -36,7 +36,10 @@ def _child_env(rt: Any) -> dict[str, str]:
         "BYTEOR_CLOUD_DATABASE_URL": rt.database_url,
         "BYTEOR_CLOUD_NATS_URL": rt.nats_url,
         "BYTEOR_CLOUD_S3_ENDPOINT": rt.s3_endpoint,
+        "BYTEOR_CLOUD_S3_ACCESS_KEY": rt.s3_access_key,
+        "BYTEOR_CLOUD_S3_SECRET_KEY": rt.s3_secret_key,
         "BYTEOR_CLOUD_VAULT_ADDR": rt.vault_addr,
+        "BYTEOR_CLOUD_VAULT_TOKEN": rt.vault_token,
     }.items():
         if value:
             env[key] = value

@@ -166,8 +166,18 @@ class Postgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
-            [str(bin_dir() / "psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1",
-             self.dsn(database), "-c", sql],
+            [
+                str(bin_dir() / "psql"),
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                self.dsn(database),
+                "-c",
+                sql,
+            ],
             check=True,
             capture_output=True,
             text=True,

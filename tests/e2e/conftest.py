@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from ops.services.base import free_port
-from tests.contract.conftest import database, pg, pg_template  # noqa: F401  TEMPORARY
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -36,6 +36,7 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_command(api_process,
     acked: dict[str, int] = {}  # org id -> position, for every 201 the client saw
     failures = 0
     killed = asyncio.Event()
+    enough = asyncio.Event()
 
     async def writer(client: httpx.AsyncClient, w: int) -> None:
         nonlocal failures
@@ -55,13 +56,14 @@ async def test_sigkill_during_a_burst_loses_no_acknowledged_command(api_process,
                 continue
             assert r.status_code == 201, r.text
             acked[r.json()["id"]] = int(r.headers["X-ByteOr-Position"])
+            if len(acked) >= 50:
+                enough.set()
 
     async with httpx.AsyncClient(
         base_url=api_process.url, headers={"Authorization": f"Bearer {token}"}, timeout=5
     ) as client:
         tasks = [asyncio.create_task(writer(client, w)) for w in range(16)]
-        while len(acked) < 50:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(enough.wait(), 60)
         os.kill(api_process.proc.pid, signal.SIGKILL)
         killed.set()
         await asyncio.gather(*tasks)

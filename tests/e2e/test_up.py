@@ -108,5 +108,7 @@ def test_up_serves_the_readme_flow_and_stops_cleanly(tmp_path: Path) -> None:
     assert pids, state
     time.sleep(0.5)
     assert not [p for p in pids if pid_alive(p)], "a service outlived `up`"
-    leftovers = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)
+    leftovers = subprocess.run(
+        ["pgrep", "-f", str(home)], check=False, capture_output=True, text=True
+    )
     assert leftovers.stdout.strip() == "", leftovers.stdout

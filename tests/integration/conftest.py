@@ -6,15 +6,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
-import pytest
 import httpx
+import pytest
 
 from commands.bootstrap import create_user
 from ops.app import create_app
 from projections.feed import PgFeed
 from projections.runner import ProjectionRunner
 from projections.tenancy import TenancyProjection
-from tests.contract.conftest import database, pg, pg_template, pool  # noqa: F401  TEMPORARY
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ async def count_events(pool) -> int:
 
 async def test_create_and_read_back_org_project_environment(client, bootstrap) -> None:
     auth, _ = await bootstrap.user("ada@example.com", "Bootstrap Org")
-    r = await client.post("/api/v1/orgs", json={"name": "Acme", "settings": {"tier": "pro"}}, headers=auth)
+    r = await client.post(
+        "/api/v1/orgs", json={"name": "Acme", "settings": {"tier": "pro"}}, headers=auth
+    )
     assert r.status_code == 201, r.text
     org = r.json()
     pos = r.headers["X-ByteOr-Position"]
@@ -62,7 +64,7 @@ async def test_update_with_stale_if_match_is_refused(client, bootstrap) -> None:
 
 
 async def test_other_tenants_resources_answer_404(client, bootstrap) -> None:
-    ada, ada_org = await bootstrap.user("ada@example.com", "Ada Org")
+    _ada, ada_org = await bootstrap.user("ada@example.com", "Ada Org")
     bob, _ = await bootstrap.user("bob@example.com", "Bob Org")
     for method, path in [
         ("GET", f"/api/v1/orgs/{ada_org}"),
@@ -95,7 +97,9 @@ async def test_bad_input_is_422_problem_and_appends_nothing(client, bootstrap, p
         (f"/api/v1/orgs/{org_id}/projects", b'{"name": 5}', "/name"),
     ]
     for path, body, error_path in cases:
-        r = await client.post(path, content=body, headers={**auth, "Content-Type": "application/json"})
+        r = await client.post(
+            path, content=body, headers={**auth, "Content-Type": "application/json"}
+        )
         assert 400 <= r.status_code < 500, (body, r.status_code, r.text)
         problem = r.json()
         assert r.headers["content-type"].startswith("application/problem+json")
@@ -121,7 +125,9 @@ async def test_idempotency_key_returns_the_first_result(client, bootstrap, pool)
 
 async def test_deleting_a_project_hides_its_environments(client, bootstrap) -> None:
     auth, org_id = await bootstrap.user("ada@example.com", "Org")
-    p = (await client.post(f"/api/v1/orgs/{org_id}/projects", json={"name": "P"}, headers=auth)).json()
+    p = (
+        await client.post(f"/api/v1/orgs/{org_id}/projects", json={"name": "P"}, headers=auth)
+    ).json()
     e = await client.post(
         f"{p['links']['self']}/environments", json={"name": "dev", "posture": "dev"}, headers=auth
     )

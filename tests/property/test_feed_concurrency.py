@@ -36,9 +36,7 @@ async def run_scenario(pool, plans: list[list[tuple[int, int, bool]]], seed: int
     async def writer(w: int, plan: list[tuple[int, int, bool]]) -> None:
         for t, (count, delay_ms, rollback) in enumerate(plan):
             ids = [uuid.uuid4() for _ in range(count)]
-            events = tuple(
-                NewEvent(event_type="p.e", payload=b"{}", event_id=i) for i in ids
-            )
+            events = tuple(NewEvent(event_type="p.e", payload=b"{}", event_id=i) for i in ids)
             append = StreamAppend(
                 stream_id=f"{run_id}-{w}-{t}", stream_type="p", expected_version=0, events=events
             )

@@ -1,0 +1,346 @@
+"""Settings: one frozen struct read from ``BYTEOR_CLOUD_*`` environment variables.
+
+Every process (API, worker, CLI, tests) builds its configuration with
+``Settings.from_env()``. A service URL that is not set is ``None``, which means
+"use the embedded stack"; :meth:`Settings.with_stack` then fills those URLs in
+from a running :class:`ops.stack.Stack`. An empty variable counts as unset.
+
+A bad value raises :class:`ConfigError` with a message that names the
+variable, e.g. ``BYTEOR_CLOUD_DB_POOL_MAX: expected an integer, got 'x'``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import msgspec
+
+if TYPE_CHECKING:
+    from ops.stack import StackState
+
+PREFIX = "BYTEOR_CLOUD_"
+
+DeploymentMode = Literal["api", "worker", "combined"]
+LogFormat = Literal["json", "text"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+DEPLOYMENT_MODES: tuple[DeploymentMode, ...] = ("api", "worker", "combined")
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_WILDCARD_HOSTS = {"0.0.0.0", "::"}
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A ``BYTEOR_CLOUD_*`` variable has a value we cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything configurable about one ByteOr Cloud process."""
+
+    home: Path
+    database_url: str | None = None
+    nats_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_bucket: str = "byteor-cloud"
+    vault_addr: str | None = None
+    vault_token: str | None = None
+    api_bind_addr: str = "127.0.0.1:8080"
+    worker_bind_addr: str = "127.0.0.1:8081"
+    deployment_mode: DeploymentMode = "combined"
+    public_base_url: str = "http://127.0.0.1:8080"
+    log_level: LogLevel = "INFO"
+    log_format: LogFormat = "json"
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    db_role: str = "byteor_app"
+    projection_wait_max_ms: int = 5000
+
+    # --- construction -------------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read ``BYTEOR_CLOUD_*`` from ``environ`` (default: the process environment)."""
+        env = _Env(environ)
+
+        home = env.get("HOME", lambda v: Path(v).expanduser().absolute(), "a directory path")
+        api_bind = env.get("API_BIND_ADDR", _bind_addr, "host:port") or "127.0.0.1:8080"
+        worker_bind = env.get("WORKER_BIND_ADDR", _bind_addr, "host:port") or "127.0.0.1:8081"
+        public = env.get("PUBLIC_BASE_URL", _http_url, "an http(s) URL") or _public_url(api_bind)
+
+        access_key = env.get("S3_ACCESS_KEY", str, "")
+        secret_key = env.get("S3_SECRET_KEY", str, "")
+        if (access_key is None) != (secret_key is None):
+            missing = "S3_SECRET_KEY" if secret_key is None else "S3_ACCESS_KEY"
+            other = "S3_ACCESS_KEY" if secret_key is None else "S3_SECRET_KEY"
+            raise ConfigError(f"{PREFIX}{missing}: must be set together with {PREFIX}{other}")
+
+        pool_max = _default(env.get("DB_POOL_MAX", _positive_int, "an integer"), 20)
+        pool_min = env.get("DB_POOL_MIN", _non_negative_int, "an integer")
+        if pool_min is None:
+            pool_min = min(2, pool_max)
+        if pool_min > pool_max:
+            raise ConfigError(
+                f"{PREFIX}DB_POOL_MIN: must not exceed {PREFIX}DB_POOL_MAX "
+                f"({pool_min} > {pool_max})"
+            )
+        wait_ms = env.get("PROJECTION_WAIT_MAX_MS", _non_negative_int, "an integer")
+
+        return cls(
+            home=home if home is not None else Path.cwd() / ".byteor",
+            database_url=env.get("DATABASE_URL", _postgres_url, "a postgresql:// URL"),
+            nats_url=env.get("NATS_URL", _nats_urls, "nats:// URLs, comma separated"),
+            s3_endpoint=env.get("S3_ENDPOINT", _http_url, "an http(s) URL"),
+            s3_access_key=access_key,
+            s3_secret_key=secret_key,
+            s3_bucket=env.get("S3_BUCKET", _bucket, "an S3 bucket name") or "byteor-cloud",
+            vault_addr=env.get("VAULT_ADDR", _http_url, "an http(s) URL"),
+            vault_token=env.get("VAULT_TOKEN", str, ""),
+            api_bind_addr=api_bind,
+            worker_bind_addr=worker_bind,
+            deployment_mode=env.choice("DEPLOYMENT_MODE", DEPLOYMENT_MODES) or "combined",
+            public_base_url=public,
+            log_level=env.choice("LOG_LEVEL", LOG_LEVELS, upper=True) or "INFO",
+            log_format=env.choice("LOG_FORMAT", LOG_FORMATS) or "json",
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
+            db_role=env.get("DB_ROLE", _identifier, "an SQL identifier") or "byteor_app",
+            projection_wait_max_ms=_default(wait_ms, 5000),
+        )
+
+    def with_stack(self, state: StackState) -> Settings:
+        """Fill the unset service URLs (and their credentials) from an embedded stack."""
+        changes: dict[str, object] = {}
+        if self.database_url is None and state.postgres is not None:
+            changes["database_url"] = state.postgres.dsn
+        if self.nats_url is None and state.nats is not None:
+            changes["nats_url"] = state.nats.url
+        if self.s3_endpoint is None and state.s3 is not None:
+            changes["s3_endpoint"] = state.s3.endpoint
+            changes["s3_access_key"] = state.s3.access_key
+            changes["s3_secret_key"] = state.s3.secret_key
+        if self.vault_addr is None and state.vault is not None:
+            changes["vault_addr"] = state.vault.addr
+            changes["vault_token"] = state.vault.token
+        return msgspec.structs.replace(self, **changes) if changes else self
+
+    # --- derived values -----------------------------------------------------------
+
+    @property
+    def api_bind(self) -> tuple[str, int]:
+        return split_host_port(self.api_bind_addr)
+
+    @property
+    def worker_bind(self) -> tuple[str, int]:
+        return split_host_port(self.worker_bind_addr)
+
+    @property
+    def runs_api(self) -> bool:
+        return self.deployment_mode in ("api", "combined")
+
+    @property
+    def runs_worker(self) -> bool:
+        return self.deployment_mode in ("worker", "combined")
+
+    def __repr__(self) -> str:
+        """Like the default repr, with passwords, keys and tokens masked."""
+        shown: list[str] = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name in ("s3_secret_key", "vault_token") and value is not None:
+                value = "***"
+            elif name in ("database_url", "nats_url") and value is not None:
+                value = _mask_password(value)
+            shown.append(f"{name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+# --- parsing helpers ---------------------------------------------------------------
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(PREFIX + name)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def get(self, name: str, parse: Callable[[str], T], expected: str) -> T | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except (ValueError, TypeError) as err:
+            shown = _mask_password(value) if "://" in value else value
+            detail = f"expected {expected}, got {shown!r}" if expected else "invalid value"
+            reason = str(err)
+            if reason and reason != detail and "invalid literal" not in reason:
+                detail = f"{detail} ({reason})"
+            raise ConfigError(f"{PREFIX}{name}: {detail}") from None
+
+    def choice(self, name: str, choices: tuple[T, ...], *, upper: bool = False) -> T | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        normalised = value.upper() if upper else value.lower()
+        for choice in choices:
+            if choice == normalised:
+                return choice
+        options = ", ".join(str(c) for c in choices)
+        raise ConfigError(f"{PREFIX}{name}: expected one of {options}, got {value!r}")
+
+
+def _default(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _int(value: str) -> int:
+    return int(value, 10)
+
+
+def _non_negative_int(value: str) -> int:
+    number = _int(value)
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    number = _int(value)
+    if number < 1:
+        raise ValueError("must be >= 1")
+    return number
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6) and validate both parts."""
+    if value.startswith("["):
+        host, sep, port_text = value[1:].partition("]:")
+        if not sep:
+            raise ValueError("an IPv6 host must look like [::1]:8080")
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port_text = value.rpartition(":")
+        if not sep or not host:
+            raise ValueError("missing host or port")
+        if not _valid_host(host):
+            raise ValueError(f"invalid host {host!r}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"invalid port {port_text!r}")
+    return host, int(port_text)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        if re.fullmatch(r"[0-9.]+", host):
+            return False  # looks like an IPv4 address but is not one
+        return bool(_HOSTNAME.match(host))
+    return True
+
+
+def _bind_addr(value: str) -> str:
+    split_host_port(value)
+    return value
+
+
+def _public_url(bind_addr: str) -> str:
+    host, port = split_host_port(bind_addr)
+    if host in _WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _url(value: str, schemes: tuple[str, ...]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        raise ValueError(f"scheme must be {' or '.join(schemes)}")
+    if not parts.hostname:
+        raise ValueError("missing host")
+    parts.port  # noqa: B018 - raises ValueError for a malformed port
+    return value
+
+
+def _http_url(value: str) -> str:
+    return _url(value, ("http", "https")).rstrip("/")
+
+
+def _postgres_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("scheme must be postgresql or postgres")
+    parts.port  # noqa: B018 - raises ValueError for a malformed port
+    return value
+
+
+def _nats_urls(value: str) -> str:
+    for url in value.split(","):
+        _url(url.strip(), ("nats", "tls", "ws", "wss"))
+    return ",".join(url.strip() for url in value.split(","))
+
+
+def _bucket(value: str) -> str:
+    if not _BUCKET.match(value) or ".." in value:
+        raise ValueError("3-63 lowercase letters, digits, dots or hyphens")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError("letters, digits, _ or $, not starting with a digit, at most 63")
+    return value
+
+
+def _mask_password(url: str) -> str:
+    """``url`` with the password of every ``user:password@`` part replaced by ``***``."""
+    return ",".join(_mask_one(part) for part in url.split(","))
+
+
+def _mask_one(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+__all__ = [
+    "DEPLOYMENT_MODES",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "PREFIX",
+    "ConfigError",
+    "DeploymentMode",
+    "LogFormat",
+    "LogLevel",
+    "Settings",
+    "split_host_port",
+]
