@@ -29,7 +29,9 @@ def ev(n: int, kind: str = "thing.happened") -> NewEvent:
 
 
 def put(stream: str, expected: int, *events: NewEvent) -> StreamAppend:
-    return StreamAppend(stream_id=stream, stream_type="thing", expected_version=expected, events=events)
+    return StreamAppend(
+        stream_id=stream, stream_type="thing", expected_version=expected, events=events
+    )
 
 
 async def test_append_then_read_stream_returns_events_with_their_envelope(harness) -> None:

@@ -28,9 +28,17 @@ BAD_BODIES = [
     b'{"name": "ok", "posture": "moon"}',
     b'{"name": "ok", "settings": {"Bad Key": 1}}',
     b'{"name": "ok", "settings": {"k": {"nested": 1}}}',
-    b'\xff\xfe\x00',
+    b"\xff\xfe\x00",
 ]
-BAD_QUERIES = ["limit=0", "limit=201", "limit=abc", "cursor=%%%", "cursor=bm90LWEtY3Vyc29y", "min_position=-1", "min_position=x"]
+BAD_QUERIES = [
+    "limit=0",
+    "limit=201",
+    "limit=abc",
+    "cursor=%%%",
+    "cursor=bm90LWEtY3Vyc29y",
+    "min_position=-1",
+    "min_position=x",
+]
 
 
 def http_routes(app) -> list[tuple[str, str]]:
