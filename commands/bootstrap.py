@@ -51,31 +51,37 @@ async def create_user(
         existing = await conn.fetchval(
             "SELECT user_id FROM user_emails WHERE email = $1", normalized
         )
-        appends: list[StreamAppend] = []
         user_id: uuid.UUID = existing or uuid.uuid4()
         if existing is None:
             await conn.execute(
                 "INSERT INTO user_emails (email, user_id) VALUES ($1, $2)", normalized, user_id
             )
-            appends.append(
-                StreamAppend(
-                    stream_id=user_mod.stream_id(user_id),
-                    stream_type=user_mod.STREAM_TYPE,
-                    expected_version=0,
-                    events=tuple(
-                        codec.encode(e) for e in user_mod.create_user(user_cmd, user_id=user_id)
-                    ),
-                )
-            )
+            user_events = list(user_mod.create_user(user_cmd, user_id=user_id))
+            user_version = 0
+        else:
+            records = await store.read_stream(user_mod.stream_id(user_id))
+            user_events = []
+            user_version = records[-1].stream_version if records else 0
+        history = user_events if existing is None else [codec.decode_recorded(r) for r in records]
+        user = user_mod.fold(history)
+        user_events += user_mod.issue_token(
+            user, token_id=issued.id, name=token_name, prefix=issued.prefix
+        )
         org_events = org_mod.create_organization(org_cmd, org_id=org_id, created_by=user_id)
-        appends.append(
+        appends = [
+            StreamAppend(
+                stream_id=user_mod.stream_id(user_id),
+                stream_type=user_mod.STREAM_TYPE,
+                expected_version=user_version,
+                events=tuple(codec.encode(e) for e in user_events),
+            ),
             StreamAppend(
                 stream_id=org_mod.stream_id(org_id),
                 stream_type=org_mod.STREAM_TYPE,
                 expected_version=0,
                 events=tuple(codec.encode(e) for e in org_events),
-            )
-        )
+            ),
+        ]
         await store_token(conn, issued, user_id=user_id, name=token_name, expires_at=None)
         await store.append(
             appends,

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Annotated, Final, Literal, assert_never
 
 import msgspec
+from msgspec.structs import replace
 
 from domain.codec import CODEC, Event, register_pattern_hint
 from domain.errors import InvalidHistory, NotFound
@@ -59,8 +61,18 @@ class UserCreated(Event, tag="user.created", frozen=True, kw_only=True):
     email: str
 
 
-UserEvent = UserCreated
-EVENTS: Final = (UserCreated,)
+class UserTokenIssued(Event, tag="user.token_issued", frozen=True, kw_only=True):
+    """A personal access token was issued. Never the token or its hash: only
+    what an auditor needs to recognise it (its id, name and visible prefix)."""
+
+    token_id: uuid.UUID
+    name: str
+    prefix: str
+    expires_at: datetime | None = None
+
+
+UserEvent = UserCreated | UserTokenIssued
+EVENTS: Final = (UserCreated, UserTokenIssued)
 CODEC.register(*EVENTS)
 
 
@@ -74,6 +86,10 @@ def evolve(state: User | None, event: UserEvent) -> User:
             if state is not None:
                 raise InvalidHistory("user created twice", context={"user_id": str(state.id)})
             return User(id=user_id, email=email, status="active", version=1)
+        case UserTokenIssued():
+            if state is None:
+                raise InvalidHistory("user.token_issued before user.created")
+            return replace(state, version=state.version + 1)
         case _:
             assert_never(event)
 
@@ -81,7 +97,7 @@ def evolve(state: User | None, event: UserEvent) -> User:
 def fold(events: Iterable[Event]) -> User | None:
     state: User | None = None
     for event in events:
-        if not isinstance(event, UserCreated):
+        if not isinstance(event, UserCreated | UserTokenIssued):
             raise InvalidHistory(f"{type(event).__name__} is not a user event")
         state = evolve(state, event)
     return state
@@ -95,3 +111,15 @@ def require_user(user: User | None) -> User:
 
 def create_user(cmd: CreateUser, *, user_id: uuid.UUID) -> tuple[UserEvent, ...]:
     return (UserCreated(user_id=user_id, email=normalize_email(cmd.email)),)
+
+
+def issue_token(
+    user: User | None,
+    *,
+    token_id: uuid.UUID,
+    name: str,
+    prefix: str,
+    expires_at: datetime | None = None,
+) -> tuple[UserEvent, ...]:
+    require_user(user)
+    return (UserTokenIssued(token_id=token_id, name=name, prefix=prefix, expires_at=expires_at),)

@@ -1,0 +1,57 @@
+"""admin create-user: user, organization, membership and a token, in one go;
+the token is stored only as a hash and appears in no event or table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from commands.bootstrap import create_user
+from commands.credentials import hash_token
+
+
+async def test_bootstrap_twice_reuses_the_user_and_records_each_token(pool) -> None:
+    first = await create_user(pool, email="Ada@Example.com", org_name="One", now=datetime.now(UTC))
+    second = await create_user(pool, email="ada@example.com", org_name="Two", now=datetime.now(UTC))
+    assert first.created_user and not second.created_user
+    assert first.user_id == second.user_id
+    assert first.org_id != second.org_id
+    types = [
+        r["event_type"]
+        for r in await pool.fetch(
+            "SELECT event_type FROM events WHERE stream_id = $1 ORDER BY stream_version",
+            f"user-{first.user_id}",
+        )
+    ]
+    assert types == ["user.created", "user.token_issued", "user.token_issued"]
+    members = await pool.fetch(
+        "SELECT payload FROM events WHERE event_type = 'organization.member_added'"
+    )
+    assert len(members) == 2
+
+
+async def test_no_token_plaintext_or_hash_is_stored_outside_the_credential_table(
+    pool, database
+) -> None:
+    made = await create_user(pool, email="ada@example.com", org_name="One", now=datetime.now(UTC))
+    needles = [made.token, hash_token(made.token).hex()]
+    conn = await asyncpg.connect(database)
+    try:
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+        for table in tables:
+            dump = await conn.fetchval(
+                f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"
+            )
+            assert made.token not in dump, f"{table} holds a token in the clear"
+            if table != "personal_access_tokens":  # the one place the hash belongs
+                assert needles[1] not in dump, f"{table} holds a token hash"
+        stored = await conn.fetchval(
+            "SELECT token_hash FROM personal_access_tokens WHERE id = $1", made.token_id
+        )
+        assert bytes(stored) == hash_token(made.token)
+    finally:
+        await conn.close()
