@@ -65,6 +65,7 @@ class CommandDeps(msgspec.Struct, frozen=True, kw_only=True):
 class Loaded(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
     """An aggregate read from its stream, with what responses need besides state."""
 
+    stream_id: str
     state: S | None
     version: int
     created_at: datetime | None
@@ -80,6 +81,7 @@ async def load(
     records: list[RecordedEvent] = await deps.store.read_stream(stream_id)
     events = [deps.codec.decode_recorded(r) for r in records]
     return Loaded(
+        stream_id=stream_id,
         state=fold(events),
         version=records[-1].stream_version if records else 0,
         created_at=records[0].recorded_at if records else None,

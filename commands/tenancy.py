@@ -77,8 +77,48 @@ def authorize(
     require(role, permission, resource="organization")
 
 
-def _times(loaded: Loaded[Any], now: datetime) -> tuple[datetime, datetime]:
-    return (loaded.created_at or now, now)
+def updated(
+    deps: CommandDeps,
+    module: Any,
+    loaded: Loaded[Any],
+    events: Sequence[Event],
+    view: Any,
+    *,
+    tenant_id: uuid.UUID,
+    now: datetime,
+) -> Outcome:
+    """An update's outcome: ``events`` on the loaded stream, answered with the new state.
+
+    ``module`` is the aggregate's module (its ``STREAM_TYPE`` and ``evolve``).
+    A no-op update appends nothing and keeps the old timestamps.
+    """
+    state: Any = loaded.state
+    for event in events:
+        state = module.evolve(state, event)
+    return Outcome(
+        appends=appended(deps, loaded.stream_id, module.STREAM_TYPE, loaded.version, events),
+        tenant_id=tenant_id,
+        status_code=200,
+        body=view(state, loaded.created_at or now, now if events else (loaded.updated_at or now)),
+        etag=etag_of(state.version),
+        position=loaded.last_position,
+    )
+
+
+def deleted(
+    deps: CommandDeps,
+    module: Any,
+    loaded: Loaded[Any],
+    events: Sequence[Event],
+    *,
+    tenant_id: uuid.UUID,
+) -> Outcome:
+    return Outcome(
+        appends=appended(deps, loaded.stream_id, module.STREAM_TYPE, loaded.version, events),
+        tenant_id=tenant_id,
+        status_code=204,
+        body=None,
+    )
 
 
 # --- organizations ------------------------------------------------------------------
@@ -118,18 +158,7 @@ async def update_organization(request: AnyRequest, org_id: FromPath[uuid.UUID]) 
         authorize(request.user, loaded.state, Permission.MANAGE_ORG_MEMBERSHIPS)
         check_if_match(request, loaded.version)
         events = org_mod.update_organization(loaded.state, cmd)
-        state = _apply(loaded.state, events, org_mod.evolve)
-        created, updated = _times(loaded, now) if events else (loaded.created_at, loaded.updated_at)
-        return Outcome(
-            appends=appended(
-                deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, loaded.version, events
-            ),
-            tenant_id=org_id,
-            status_code=200,
-            body=organization_view(state, created or now, updated or now),
-            etag=etag_of(state.version),
-            position=loaded.last_position,
-        )
+        return updated(deps, org_mod, loaded, events, organization_view, tenant_id=org_id, now=now)
 
     return await execute(request, deps, decide)
 
@@ -143,14 +172,7 @@ async def delete_organization(request: AnyRequest, org_id: FromPath[uuid.UUID]) 
         authorize(request.user, loaded.state, Permission.MANAGE_ORG_MEMBERSHIPS)
         check_if_match(request, loaded.version)
         events = org_mod.delete_organization(loaded.state)
-        return Outcome(
-            appends=appended(
-                deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, loaded.version, events
-            ),
-            tenant_id=org_id,
-            status_code=204,
-            body=None,
-        )
+        return deleted(deps, org_mod, loaded, events, tenant_id=org_id)
 
     return await execute(request, deps, decide)
 
@@ -200,7 +222,7 @@ async def _load_project(
 @put(PROJECT, summary="Update a project's name or description (If-Match: revision)")
 async def update_project(
     request: AnyRequest, org_id: FromPath[uuid.UUID], project_id: FromPath[uuid.UUID]
-) -> Response[None]:
+) -> Response[bytes]:
     deps = deps_of(request)
     cmd = decode_command(project_mod.UpdateProject, await request.body())
 
@@ -210,24 +232,7 @@ async def update_project(
         )
         check_if_match(request, project.version)
         events = project_mod.update_project(org.state, project.state, cmd)
-        state = _apply(project.state, events, project_mod.evolve)
-        created, updated = (
-            _times(project, now) if events else (project.created_at, project.updated_at)
-        )
-        return Outcome(
-            appends=appended(
-                deps,
-                project_mod.stream_id(project_id),
-                project_mod.STREAM_TYPE,
-                project.version,
-                events,
-            ),
-            tenant_id=org_id,
-            status_code=200,
-            body=project_view(state, created or now, updated or now),
-            etag=etag_of(state.version),
-            position=project.last_position,
-        )
+        return updated(deps, project_mod, project, events, project_view, tenant_id=org_id, now=now)
 
     return await execute(request, deps, decide)
 
@@ -244,18 +249,7 @@ async def delete_project(
         )
         check_if_match(request, project.version)
         events = project_mod.delete_project(org.state, project.state)
-        return Outcome(
-            appends=appended(
-                deps,
-                project_mod.stream_id(project_id),
-                project_mod.STREAM_TYPE,
-                project.version,
-                events,
-            ),
-            tenant_id=org_id,
-            status_code=204,
-            body=None,
-        )
+        return deleted(deps, project_mod, project, events, tenant_id=org_id)
 
     return await execute(request, deps, decide)
 
@@ -319,18 +313,7 @@ async def update_environment(
         )
         check_if_match(request, env.version)
         events = env_mod.update_environment(org.state, project.state, env.state, cmd)
-        state = _apply(env.state, events, env_mod.evolve)
-        created, updated = _times(env, now) if events else (env.created_at, env.updated_at)
-        return Outcome(
-            appends=appended(
-                deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, env.version, events
-            ),
-            tenant_id=org_id,
-            status_code=200,
-            body=environment_view(state, created or now, updated or now),
-            etag=etag_of(state.version),
-            position=env.last_position,
-        )
+        return updated(deps, env_mod, env, events, environment_view, tenant_id=org_id, now=now)
 
     return await execute(request, deps, decide)
 
@@ -350,22 +333,9 @@ async def delete_environment(
         )
         check_if_match(request, env.version)
         events = env_mod.delete_environment(org.state, project.state, env.state)
-        return Outcome(
-            appends=appended(
-                deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, env.version, events
-            ),
-            tenant_id=org_id,
-            status_code=204,
-            body=None,
-        )
+        return deleted(deps, env_mod, env, events, tenant_id=org_id)
 
     return await execute(request, deps, decide)
-
-
-def _apply(state: Any, events: Sequence[Any], evolve: Any) -> Any:
-    for event in events:
-        state = evolve(state, event)
-    return state
 
 
 ROUTES = [
