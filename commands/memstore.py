@@ -18,7 +18,14 @@ from commands.store import (
     IdempotencyClaim,
     StoredResponse,
 )
-from domain.envelope import AppendResult, Cursor, Metadata, RecordedEvent, StreamAppend
+from domain.envelope import (
+    AppendResult,
+    Cursor,
+    Metadata,
+    RecordedEvent,
+    StreamAppend,
+    to_us,
+)
 
 
 class MemoryEventStore:
@@ -69,11 +76,12 @@ class MemoryEventStore:
                             schema_version=event.schema_version,
                             payload=event.payload,
                             tenant_id=meta.tenant_id,
-                            actor=meta.actor,
+                            actor_kind=meta.actor.kind,
+                            actor_id=meta.actor.id,
                             correlation_id=meta.correlation_id,
                             causation_id=meta.causation_id,
                             command_id=meta.command_id,
-                            recorded_at=now,
+                            recorded_us=to_us(now),
                         )
                     )
             for rec in written:

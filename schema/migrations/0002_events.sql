@@ -38,8 +38,8 @@ CREATE TABLE events (
 );
 
 CREATE INDEX events_feed_idx ON events (transaction_id, position);
-CREATE INDEX events_tenant_idx ON events (tenant_id, position);
-CREATE INDEX events_type_idx ON events (event_type, position);
+-- Every index costs every append (measured: ~30% from six indexes to four), so
+-- indexes for audit queries arrive with those queries, each in its migration.
 
 -- Append-only, twice over: the application role has no UPDATE/DELETE/TRUNCATE
 -- privilege, and triggers refuse those statements even for the owner.

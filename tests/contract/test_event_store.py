@@ -167,3 +167,14 @@ async def test_wait_for_change_returns_when_an_append_commits(harness) -> None:
     assert loop.time() - started < 2.0
     await task
     assert len(await harness.feed.read_after(START, 10)) == 1
+
+
+async def test_recorded_time_round_trips_to_the_microsecond(harness) -> None:
+    from datetime import UTC, datetime
+
+    moment = datetime(2026, 5, 17, 9, 30, 15, 123456, tzinfo=UTC)
+    await harness.store.append([put("s-1", 0, ev(1))], meta(recorded_at=moment))
+    (event,) = await harness.store.read_stream("s-1")
+    assert event.recorded_at == moment
+    (fed,) = await harness.feed.read_after(START, 10)
+    assert fed.recorded_at == moment

@@ -18,7 +18,7 @@ from domain.codec import (
     decode_command,
     default_codec,
 )
-from domain.envelope import SYSTEM, NewEvent, RecordedEvent
+from domain.envelope import SYSTEM, NewEvent, RecordedEvent, to_us
 from domain.errors import InvalidInput
 
 ID = uuid.UUID(int=1)
@@ -213,11 +213,12 @@ def test_decode_recorded_reads_the_envelope_fields(codec: EventCodec) -> None:
         schema_version=new.schema_version,
         payload=new.payload,
         tenant_id=None,
-        actor=SYSTEM,
+        actor_kind=SYSTEM.kind,
+        actor_id=SYSTEM.id,
         correlation_id=OTHER,
         causation_id=None,
         command_id=None,
-        recorded_at=datetime(2025, 1, 1, tzinfo=UTC),
+        recorded_us=to_us(datetime(2025, 1, 1, tzinfo=UTC)),
     )
     assert codec.decode_recorded(rec) == event
 
