@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ops.services.base import LOOPBACK, ServiceError, port_open
-from ops.services.nats import Nats, process_is
+from ops.services.base import LOOPBACK, ServiceError, port_open, process_is
+from ops.services.nats import Nats
 from ops.services.postgres import Postgres
 from ops.services.s3 import S3Ports, SeaweedS3
 from ops.services.vault import Vault

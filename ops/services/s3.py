@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -34,14 +33,14 @@ import msgspec
 
 from ops.services.base import (
     LOOPBACK,
+    PidService,
     ServiceError,
+    find_binary,
     pid_alive,
     port_open,
     spawn,
-    stop_pid,
     wait_until,
 )
-from ops.services.nats import find_binary, process_is, read_pid, write_pid
 
 BINARY = "weed"
 REGION = "us-east-1"
@@ -73,8 +72,12 @@ class S3Ports(msgspec.Struct, frozen=True, kw_only=True):
         return [getattr(self, field) for field in self.__struct_fields__]
 
 
-class SeaweedS3:
+class SeaweedS3(PidService):
     """One SeaweedFS server in ``root`` (data in ``root/data``, log in ``root/weed.log``)."""
+
+    BINARY = BINARY
+    START_TIMEOUT = 60.0
+    STOP_GRACE = 8.0
 
     def __init__(
         self,
@@ -98,6 +101,10 @@ class SeaweedS3:
         self.pid_file = root / "weed.pid"
         self.pid: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def probe_port(self) -> int:
+        return self.ports.s3
 
     @property
     def port(self) -> int:
@@ -183,9 +190,7 @@ class SeaweedS3:
         # glog writes files to $TMPDIR unless told otherwise; -logtostderr keeps it in our log.
         env = dict(os.environ, TMPDIR=str(self.root))
         proc = spawn(self.argv(), log=self.log, env=env)
-        self.proc = proc
-        self.pid = proc.pid
-        write_pid(self.pid_file, proc.pid)
+        self.launched(proc)
         client = self._client()
         wait_until(lambda: self._ready(client), timeout=timeout, what="SeaweedFS S3", log=self.log)
 
@@ -236,34 +241,7 @@ class SeaweedS3:
         if name not in existing:
             client.create_bucket(Bucket=name)
 
-    def running(self) -> bool:
-        pid = self.current_pid()
-        return pid is not None and process_is(pid, BINARY) and port_open(self.ports.s3)
-
-    def current_pid(self) -> int | None:
-        return self.pid or read_pid(self.pid_file)
-
-    def stop(self, *, grace: float = 8.0) -> None:
-        """SIGTERM, wait ``grace`` seconds (SeaweedFS is slow to exit), then SIGKILL."""
-        self._signal(signal.SIGTERM, grace)
-
-    def kill(self) -> None:
-        """SIGKILL the whole server: a crash, for fault tests."""
-        self._signal(signal.SIGKILL, 5)
-
-    def restart(self, *, timeout: float = 60.0) -> None:
-        self.stop()
-        self.start(timeout=timeout)
-
-    def _signal(self, sig: int, grace: float) -> None:
-        pid = self.current_pid()
-        if pid is not None and process_is(pid, BINARY):
-            stop_pid(pid, sig=sig, grace=grace)
-        if self.proc is not None:
-            self.proc.poll()  # reap it if it is our child
-            self.proc = None
-        self.pid = None
-        self.pid_file.unlink(missing_ok=True)
+    def after_exit(self) -> None:
         self._remove_sockets()
 
     def _remove_sockets(self) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -27,21 +26,25 @@ from typing import Any
 
 from ops.services.base import (
     LOOPBACK,
+    PidService,
     ServiceError,
+    find_binary,
     pid_alive,
     port_open,
     spawn,
-    stop_pid,
     wait_until,
 )
-from ops.services.nats import find_binary, process_is, read_pid, write_pid
 
 BINARY = "bao"
 KV_MOUNT = "secret"
 
 
-class Vault:
+class Vault(PidService):
     """One OpenBao dev server (log in ``root/bao.log``); API on ``port``, cluster on ``port+1``."""
+
+    BINARY = BINARY
+    START_TIMEOUT = 30.0
+    STOP_GRACE = 10.0
 
     def __init__(self, root: Path, port: int, token: str) -> None:
         self.root = root
@@ -54,6 +57,10 @@ class Vault:
 
     def __repr__(self) -> str:
         return f"Vault(addr={self.addr!r}, pid={self.pid})"
+
+    @property
+    def probe_port(self) -> int:
+        return self.port
 
     @property
     def addr(self) -> str:
@@ -91,9 +98,7 @@ class Vault:
             f"-dev-listen-address={LOOPBACK}:{self.port}",
         ]
         proc = spawn(argv, log=self.log, env=env, cwd=self.root)
-        self.proc = proc
-        self.pid = proc.pid
-        write_pid(self.pid_file, proc.pid)
+        self.launched(proc)
         try:
             wait_until(self._ready, timeout=timeout, what="OpenBao", log=self.log)
             self._install_token(bootstrap)
@@ -147,30 +152,3 @@ class Vault:
             return bool(self.client().is_authenticated())
         except Exception:
             return False
-
-    def running(self) -> bool:
-        pid = self.current_pid()
-        return pid is not None and process_is(pid, BINARY) and port_open(self.port)
-
-    def current_pid(self) -> int | None:
-        return self.pid or read_pid(self.pid_file)
-
-    def stop(self, *, grace: float = 10.0) -> None:
-        self._signal(signal.SIGTERM, grace)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL, 5)
-
-    def restart(self, *, timeout: float = 30.0) -> None:
-        self.stop()
-        self.start(timeout=timeout)
-
-    def _signal(self, sig: int, grace: float) -> None:
-        pid = self.current_pid()
-        if pid is not None and process_is(pid, BINARY):
-            stop_pid(pid, sig=sig, grace=grace)
-        if self.proc is not None:
-            self.proc.poll()  # reap it if it is our child
-            self.proc = None
-        self.pid = None
-        self.pid_file.unlink(missing_ok=True)
