@@ -47,7 +47,7 @@ WITH guard AS MATERIALIZED (
 input AS (
     SELECT t.*
     FROM unnest(
-        $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::smallint[], $9::jsonb[]
+        $3::uuid[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::smallint[], $9::json[]
     ) WITH ORDINALITY AS t(event_id, stream_id, stream_type, stream_version, event_type,
                            schema_version, payload, ord)
     CROSS JOIN (SELECT count(v) AS n FROM guard) AS checked

@@ -30,8 +30,12 @@ class DatabaseUnavailable(RuntimeError):
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb as raw bytes both ways: payloads are already msgspec-encoded JSON,
-    # so skip str round trips (binary jsonb is a version byte plus the text).
+    # json and jsonb as raw bytes both ways: payloads are already msgspec-encoded
+    # JSON, so skip str round trips (binary json is the text itself; binary jsonb
+    # is a version byte plus the text).
+    await conn.set_type_codec(
+        "json", schema="pg_catalog", encoder=_same, decoder=_same, format="binary"
+    )
     await conn.set_type_codec(
         "jsonb",
         schema="pg_catalog",
@@ -39,6 +43,10 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         decoder=lambda b: b[1:],
         format="binary",
     )
+
+
+def _same(value: bytes) -> bytes:
+    return value
 
 
 async def _keep_session(conn: Connection) -> None:
