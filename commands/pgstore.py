@@ -33,7 +33,9 @@ from commands.store import (
     StoreUnavailable,
 )
 from domain.envelope import EVENT_COLUMNS, AppendResult, Metadata, RecordedEvent, StreamAppend
-from schema.pg import Connection
+from schema.pg import APP_ROLE, Connection, LeanPool
+
+StorePool = asyncpg.Pool | LeanPool
 
 NOTIFY_CHANNEL = "byteor_events"
 
@@ -115,7 +117,7 @@ class Notifier:
     are folded into one more NOTIFY at its end.
     """
 
-    def __init__(self, pool: asyncpg.Pool, interval: float = 0.005) -> None:
+    def __init__(self, pool: StorePool, interval: float = 0.005) -> None:
         self.pool = pool
         self.interval = interval
         self._pending = False
@@ -132,19 +134,26 @@ class Notifier:
             self._pending = False
             try:
                 await self.pool.execute(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.debug("wake-up NOTIFY failed (readers poll anyway): %s", exc)
+            except Exception as exc:  # best effort: readers poll anyway
+                log.debug("wake-up NOTIFY failed: %s", exc)
             await asyncio.sleep(self.interval)
             if not self._pending:
                 return
 
 
 class PgEventStore:
-    """``commands.store.EventStore`` on a pool from ``schema.pg.create_pool``."""
+    """``commands.store.EventStore`` on PostgreSQL.
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    ``pool`` is a ``schema.pg.LeanPool`` in the services (the hot path), or any
+    asyncpg pool from ``schema.pg.create_pool``.
+    """
+
+    def __init__(self, pool: StorePool) -> None:
         self.pool = pool
         self.notifier = Notifier(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
 
     async def append(
         self,
@@ -261,6 +270,13 @@ class PgEventStore:
             body=bytes(row["response"]),
             last_position=row["last_position"],
         )
+
+
+def open_store(
+    dsn: str, *, size: int = 10, role: str | None = APP_ROLE, application_name: str = "byteor-store"
+) -> PgEventStore:
+    """The store as the services run it: on its own ``LeanPool`` (close with ``close``)."""
+    return PgEventStore(LeanPool(dsn, size=size, role=role, application_name=application_name))
 
 
 def _single_event(appends: Sequence[StreamAppend]) -> bool:

@@ -17,6 +17,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
+import hypothesis  # noqa: F401  imported early, see below
 import pytest
 
 from ops.services.nats import Nats
@@ -26,6 +27,11 @@ from ops.services.vault import Vault
 from ops.stack import free_port_pair, free_ports, s3_ports
 from schema.pg import create_pool
 from tests.pgdb import drop_database, ensure_template, fresh_database
+
+# hypothesis is imported above, at collection, on purpose: when a run collects
+# no hypothesis test, its pytest plugin imports it during the terminal summary,
+# deep in pytest's stack, and CPython 3.11.7's parser then fails with
+# "AST constructor recursion depth mismatch" while rewriting its asserts.
 
 # Durability of PostgreSQL itself is not under test; these make the suite fast.
 FAST_POSTGRES = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}

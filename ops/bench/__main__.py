@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["eventstore"]
+BENCHMARKS = ["eventstore", "authz"]
 
 USAGE = __doc__ or ""
 

@@ -52,7 +52,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 import msgspec
 
-from commands.pgstore import PgEventStore
+from commands.pgstore import PgEventStore, open_store
 from domain.envelope import START, Actor, Metadata, NewEvent, StreamAppend
 from ops.services.base import free_port
 from ops.services.postgres import Postgres
@@ -189,8 +189,8 @@ async def _timed_tasks(
 
 
 async def ours_append(dsn: str, writers: int, warmup: float, seconds: float) -> float:
-    pool = await create_pool(dsn, min_size=writers, max_size=writers)
-    store = PgEventStore(pool)
+    # The store as the API runs it (commands.pgstore.open_store: its own LeanPool).
+    store = open_store(dsn, size=writers)
     tenant = uuid.uuid4()
 
     async def write(w: int, i: int) -> None:
@@ -213,7 +213,7 @@ async def ours_append(dsn: str, writers: int, warmup: float, seconds: float) -> 
     try:
         return await _timed_tasks(writers, write, warmup, seconds)
     finally:
-        await pool.close()
+        await store.close()
 
 
 async def raw_append(dsn: str, writers: int, warmup: float, seconds: float) -> float:

@@ -8,6 +8,7 @@ import pytest
 from commands.memstore import MemoryEventStore
 from commands.pgstore import PgEventStore
 from projections.feed import PgFeed
+from schema.pg import LeanPool
 
 
 class PgHarness:
@@ -31,10 +32,22 @@ async def pg_harness(pool: asyncpg.Pool, database: str) -> AsyncIterator[PgHarne
     await h.feed.close()
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture
+async def lean_harness(pool: asyncpg.Pool, database: str) -> AsyncIterator[PgHarness]:
+    lean = LeanPool(database, size=12)
+    h = PgHarness(pool, database)
+    h.store = PgEventStore(lean)
+    yield h
+    await h.feed.close()
+    await lean.close()
+
+
+@pytest.fixture(params=["memory", "postgres", "postgres_lean_pool"])
 def harness(request: pytest.FixtureRequest) -> PgHarness | MemoryHarness:
     # Sync on purpose: it only picks an implementation; the async fixtures it
     # asks for are run by pytest-asyncio outside any running loop.
     if request.param == "memory":
         return MemoryHarness()
+    if request.param == "postgres_lean_pool":
+        return request.getfixturevalue("lean_harness")  # type: ignore[no-any-return]
     return request.getfixturevalue("pg_harness")  # type: ignore[no-any-return]
