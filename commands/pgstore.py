@@ -18,6 +18,7 @@ so a lost wake-up costs latency, never an event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -129,6 +130,12 @@ class Notifier:
             return
         self._task = asyncio.get_running_loop().create_task(self._send())
 
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
     async def _send(self) -> None:
         while True:
             self._pending = False
@@ -153,6 +160,7 @@ class PgEventStore:
         self.notifier = Notifier(pool)
 
     async def close(self) -> None:
+        await self.notifier.close()
         await self.pool.close()
 
     async def append(
