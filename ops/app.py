@@ -23,6 +23,7 @@ from commands.credentials import PAT_PREFIX
 from commands.execution import CommandDeps
 from commands.pgstore import PgEventStore
 from commands.problems import EXCEPTION_HANDLERS
+from commands.ratelimit import PgRateLimiter, RateLimitMiddleware, RateLimits
 from domain.codec import default_codec
 from ops.health import healthz, readyz
 from ops.telemetry import CountingStore, metrics
@@ -40,6 +41,7 @@ def create_app(
     new_id: Callable[[], uuid.UUID] = uuid.uuid4,
     projection_wait_s: float = 5.0,
     debug: bool = False,
+    rate_limits: RateLimits | None = None,
 ) -> Litestar:
     deps = CommandDeps(
         store=CountingStore(PgEventStore(pool)),
@@ -48,6 +50,7 @@ def create_app(
         new_id=new_id,
     )
     auth = make_auth_middleware({PAT_PREFIX: PersonalAccessTokens(pool, clock)})
+    rate_limiter = RateLimitMiddleware(PgRateLimiter(pool, rate_limits or RateLimits()))
     prometheus = PrometheusConfig(
         app_name="byteor-cloud",
         prefix="byteor",
@@ -62,7 +65,8 @@ def create_app(
             readyz,
             metrics,
         ],
-        middleware=[prometheus.middleware, auth],
+        # First entry outermost: the rate limiter runs inside auth (it needs the principal).
+        middleware=[prometheus.middleware, auth, rate_limiter],
         exception_handlers=EXCEPTION_HANDLERS,
         state=State(
             {

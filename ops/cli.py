@@ -29,6 +29,7 @@ class CliError(Exception):
 
 def resolve_runtime(settings: Settings) -> Any:
     """Settings with every unset service URL (and its credentials) taken from the stack."""
+    from commands.ratelimit import RateLimits
     from ops.processes import Runtime
     from ops.stack import Stack
 
@@ -60,6 +61,13 @@ def resolve_runtime(settings: Settings) -> Any:
         pool_max=settings.db_pool_max,
         projection_wait_s=settings.projection_wait_max_ms / 1000,
         log_level=settings.log_level,
+        rate_limits=RateLimits(
+            default=settings.rate_limit_per_minute,
+            auth=settings.rate_limit_auth_per_minute,
+            enrollment=settings.rate_limit_enrollment_per_minute,
+            artifact=settings.rate_limit_artifact_per_minute,
+            window_s=settings.rate_limit_window_s,
+        ),
     )
 
 

@@ -70,6 +70,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max: int = 20
     db_role: str = "byteor_app"
     projection_wait_max_ms: int = 5000
+    # Rate limits (commands/ratelimit.py): admitted requests per window, which is
+    # a minute unless RATE_LIMIT_WINDOW_S changes it (tests shorten it).
+    rate_limit_per_minute: int = 600
+    rate_limit_auth_per_minute: int = 30
+    rate_limit_enrollment_per_minute: int = 60
+    rate_limit_artifact_per_minute: int = 120
+    rate_limit_window_s: float = 60.0
 
     # --- construction -------------------------------------------------------------
 
@@ -100,6 +107,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
                 f"({pool_min} > {pool_max})"
             )
         wait_ms = env.get("PROJECTION_WAIT_MAX_MS", _non_negative_int, "an integer")
+        rate = {
+            name: env.get(f"RATE_LIMIT{suffix}_PER_MINUTE", _positive_int, "an integer")
+            for name, suffix in (
+                ("", ""),
+                ("auth_", "_AUTH"),
+                ("enrollment_", "_ENROLLMENT"),
+                ("artifact_", "_ARTIFACT"),
+            )
+        }
+        rate_window = env.get("RATE_LIMIT_WINDOW_S", _window_seconds, "a number of seconds")
 
         return cls(
             home=home if home is not None else Path.cwd() / ".byteor",
@@ -121,6 +138,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             db_pool_max=pool_max,
             db_role=env.get("DB_ROLE", _identifier, "an SQL identifier") or "byteor_app",
             projection_wait_max_ms=_default(wait_ms, 5000),
+            rate_limit_per_minute=_default(rate[""], 600),
+            rate_limit_auth_per_minute=_default(rate["auth_"], 30),
+            rate_limit_enrollment_per_minute=_default(rate["enrollment_"], 60),
+            rate_limit_artifact_per_minute=_default(rate["artifact_"], 120),
+            rate_limit_window_s=_default(rate_window, 60.0),
         )
 
     def with_stack(self, state: StackState) -> Settings:
@@ -231,6 +253,13 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise ValueError("must be >= 1")
     return number
+
+
+def _window_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0.06 <= seconds <= 86400:
+        raise ValueError("must be between 0.06 and 86400")
+    return seconds
 
 
 def split_host_port(value: str) -> tuple[str, int]:

@@ -14,6 +14,7 @@ import signal
 import msgspec
 import uvicorn
 
+from commands.ratelimit import RateLimits
 from projections.feed import PgFeed
 from projections.runner import ProjectionRunner
 from projections.tenancy import TenancyProjection
@@ -42,6 +43,7 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     pool_max: int = 20
     projection_wait_s: float = 5.0
     log_level: str = "INFO"
+    rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
 
 
 class NotMigrated(RuntimeError):
@@ -82,7 +84,7 @@ async def run_api(rt: Runtime) -> None:
         application_name="byteor-api",
     )
     feed = PgFeed(pool)
-    app = create_app(pool, feed, projection_wait_s=rt.projection_wait_s)
+    app = create_app(pool, feed, projection_wait_s=rt.projection_wait_s, rate_limits=rt.rate_limits)
     config = uvicorn.Config(
         app,
         host=rt.api_host,

@@ -1,0 +1,316 @@
+"""Rate limits (DOMAIN.md §10): a sliding window per credential, shared by every API process.
+
+Each limited request takes one unit from a key's window in PostgreSQL: one
+call of ``rate_limit_take`` (schema/migrations/0006_rate_limits.sql), one round
+trip, serialized per key by the key's row lock, so the limit holds however many
+API processes share the database.
+
+Keys and limits, by route class (:func:`classify`):
+
+    default      every other route          per principal (``Principal.key``)
+    auth         token, session, API key     per principal, or per client
+                 and login routes            address when unauthenticated
+    enrollment   enrollment routes           per environment (the path's
+                                             ``env_id``), whoever calls
+    artifact     artifact routes             per principal
+
+Unauthenticated routes (the OpenAPI document, later logins) are limited per
+client address; ``/healthz``, ``/readyz`` and ``/metrics`` are not limited. A
+route handler may choose its class with ``opt={"rate_limit": "auth"}`` (or
+``"none"``); otherwise its path decides.
+
+The window: the admitted requests of a key are counted in buckets of a
+sixtieth of the window. A request is admitted while the buckets that may still
+hold requests of the last window — the oldest, partly expired one counted in
+full — sum to less than the limit. So no interval of one window ever holds more
+admitted requests than the limit (the bound is exact, not an estimate), and
+capacity comes back at most one bucket (a second, for a minute) late.
+Refused requests are not counted.
+
+Headers on every limited response: ``X-RateLimit-Limit``,
+``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (seconds until the usage
+counted now has left the window, i.e. until Remaining is back at Limit). A
+refused request answers ``429`` problem+json (code ``rate_limited``) with
+``Retry-After``: the seconds until one request would be admitted.
+
+If the database cannot be reached the request fails with 503 like any other
+database failure (the exception handlers map the error). Failing open was
+considered and rejected: every limited route authenticates against the same
+database a moment earlier and needs it to do its work, so a request the limiter
+cannot judge could not be served anyway, and admitting unmetered traffic while
+the database struggles is exactly when a limit matters most.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import asyncpg
+import msgspec
+from litestar.enums import ScopeType
+from litestar.exceptions import TooManyRequestsException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.principal import Principal
+
+RouteClass = Literal["default", "auth", "enrollment", "artifact"]
+
+# Buckets per window: the granularity of the window, and how late (one bucket)
+# capacity may come back.
+BUCKETS_PER_WINDOW = 60
+
+UNLIMITED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+_AUTH_PATH = re.compile(r"^/api/v1/(tokens|sessions|auth|login|logout)(/|$)|/api-keys(/|$)")
+_ENROLLMENT_PATH = re.compile(r"/enrollment-tokens(/|$)|/enroll(/|$)")
+_ARTIFACT_PATH = re.compile(r"/artifacts(/|$)")
+
+
+class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Admitted requests per window, by route class."""
+
+    default: int = 600
+    auth: int = 30
+    enrollment: int = 60
+    artifact: int = 120
+    window_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        for name in ("default", "auth", "enrollment", "artifact"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"rate limit {name} must be >= 1")
+        if self.window_ms < BUCKETS_PER_WINDOW:
+            raise ValueError("the rate-limit window must be at least 60 ms")
+
+    def limit(self, route_class: RouteClass) -> int:
+        limit: int = getattr(self, route_class)
+        return limit
+
+    @property
+    def window_ms(self) -> int:
+        return round(self.window_s * 1000)
+
+    @property
+    def bucket_ms(self) -> int:
+        return self.window_ms // BUCKETS_PER_WINDOW
+
+
+# --- the window arithmetic (pure) ----------------------------------------------------
+
+
+class WindowStatus(msgspec.Struct, frozen=True):
+    """A key's window after one request was judged."""
+
+    admitted: bool
+    limit: int
+    remaining: int
+    reset_s: int  # until every request counted now has left the window
+    retry_after_s: int  # until one more request would be admitted (0: now)
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.admitted:
+            headers["Retry-After"] = str(max(1, self.retry_after_s))
+        return headers
+
+
+def _leaves_at(bucket: int, window_ms: int, bucket_ms: int) -> int:
+    """The first instant (epoch ms) at which ``bucket`` no longer counts."""
+    # Counted while bucket >= (now - window) // bucket_ms,
+    # that is while now < (bucket + 1) * bucket_ms + window.
+    return (bucket + 1) * bucket_ms + window_ms
+
+
+def counted(
+    buckets: Sequence[int], counts: Sequence[int], now_ms: int, window_ms: int, bucket_ms: int
+) -> list[tuple[int, int]]:
+    """The (bucket, count) pairs that still count at ``now_ms``, oldest first."""
+    oldest = (now_ms - window_ms) // bucket_ms
+    return sorted((b, c) for b, c in zip(buckets, counts, strict=True) if b >= oldest)
+
+
+def window_status(
+    *,
+    admitted: bool,
+    buckets: Sequence[int],
+    counts: Sequence[int],
+    now_ms: int,
+    limit: int,
+    window_ms: int,
+    bucket_ms: int,
+) -> WindowStatus:
+    """Remaining, reset and retry-after for a key's buckets as they stand at ``now_ms``."""
+    live = counted(buckets, counts, now_ms, window_ms, bucket_ms)
+    used = sum(c for _, c in live)
+    remaining = max(0, limit - used)
+    reset_ms = max(0, _leaves_at(live[-1][0], window_ms, bucket_ms) - now_ms) if live else 0
+    retry_ms = 0
+    if used >= limit:
+        # The oldest buckets leave first; wait until enough have left for one request.
+        for bucket, count in live:
+            used -= count
+            if used < limit:
+                retry_ms = _leaves_at(bucket, window_ms, bucket_ms) - now_ms
+                break
+    return WindowStatus(
+        admitted=admitted,
+        limit=limit,
+        remaining=remaining,
+        reset_s=math.ceil(reset_ms / 1000),
+        retry_after_s=math.ceil(max(0, retry_ms) / 1000),
+    )
+
+
+def take(
+    buckets: Sequence[int],
+    counts: Sequence[int],
+    now_ms: int,
+    limit: int,
+    window_ms: int,
+    bucket_ms: int,
+) -> tuple[bool, list[int], list[int]]:
+    """The admission rule of ``rate_limit_take``, in memory: (admitted, buckets, counts).
+
+    The SQL function is what runs; this is its model, which the unit tests hold
+    to the bound "no interval of one window admits more than the limit".
+    """
+    live = counted(buckets, counts, now_ms, window_ms, bucket_ms)
+    new_buckets = [b for b, _ in live]
+    new_counts = [c for _, c in live]
+    if sum(new_counts) >= limit:
+        return False, new_buckets, new_counts
+    current = now_ms // bucket_ms
+    if new_buckets and new_buckets[-1] >= current:
+        new_counts[-1] += 1
+    else:
+        new_buckets.append(current)
+        new_counts.append(1)
+    return True, new_buckets, new_counts
+
+
+# --- keys -----------------------------------------------------------------------------
+
+
+def classify(path_template: str, opt: dict[str, Any]) -> RouteClass | None:
+    """The route class of a handler (``None``: not limited)."""
+    chosen = opt.get("rate_limit")
+    if chosen == "none":
+        return None
+    if chosen in ("default", "auth", "enrollment", "artifact"):
+        route_class: RouteClass = chosen
+        return route_class
+    if path_template.startswith(UNLIMITED_PATHS):
+        return None
+    if _ENROLLMENT_PATH.search(path_template):
+        return "enrollment"
+    if _AUTH_PATH.search(path_template):
+        return "auth"
+    if _ARTIFACT_PATH.search(path_template):
+        return "artifact"
+    return "default"
+
+
+def rate_limit_key(
+    route_class: RouteClass,
+    principal: Principal | None,
+    client: str | None,
+    path_params: dict[str, Any],
+) -> str:
+    """Whose window a request takes from."""
+    if route_class == "enrollment" and path_params.get("env_id") is not None:
+        return f"enrollment:env:{path_params['env_id']}"
+    who = principal.key if principal is not None else f"addr:{client or 'unknown'}"
+    return f"{route_class}:{who}"
+
+
+# --- the shared store ----------------------------------------------------------------------
+
+_TAKE = "SELECT admitted, now_ms, buckets, counts FROM rate_limit_take($1, $2, $3, $4)"
+
+
+class PgRateLimiter:
+    """Windows in PostgreSQL, shared by every process on the database."""
+
+    def __init__(self, pool: asyncpg.Pool, limits: RateLimits) -> None:
+        self.pool = pool
+        self.limits = limits
+
+    async def take(self, key: str, limit: int) -> WindowStatus:
+        window_ms, bucket_ms = self.limits.window_ms, self.limits.bucket_ms
+        row = await self.pool.fetchrow(_TAKE, key, limit, window_ms, bucket_ms)
+        assert row is not None
+        return window_status(
+            admitted=row["admitted"],
+            buckets=row["buckets"],
+            counts=row["counts"],
+            now_ms=row["now_ms"],
+            limit=limit,
+            window_ms=window_ms,
+            bucket_ms=bucket_ms,
+        )
+
+
+# --- the middleware -----------------------------------------------------------------------
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """Judges each request after authentication: place it after the auth middleware.
+
+    Litestar builds a route's stack from the app's ``middleware`` list with the
+    first entry outermost, so an entry after the auth middleware runs inside it
+    and sees ``scope["user"]``.
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, limiter: PgRateLimiter) -> None:
+        self.limiter = limiter
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        handler = scope["route_handler"]
+        route_class = classify(next(iter(handler.paths), scope["path"]), handler.opt)
+        if route_class is None:
+            await next_app(scope, receive, send)
+            return
+        user = scope.get("user")
+        principal = user if isinstance(user, Principal) else None
+        client = scope.get("client")
+        key = rate_limit_key(
+            route_class, principal, client[0] if client else None, scope.get("path_params") or {}
+        )
+        status = await self.limiter.take(key, self.limiter.limits.limit(route_class))
+        if not status.admitted:
+            raise TooManyRequestsException(
+                detail=f"rate limit exceeded; retry in {max(1, status.retry_after_s)} s",
+                headers=status.headers(),
+            )
+        extra = [(k.lower().encode(), v.encode()) for k, v in status.headers().items()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)
+
+
+__all__ = [
+    "BUCKETS_PER_WINDOW",
+    "PgRateLimiter",
+    "RateLimitMiddleware",
+    "RateLimits",
+    "RouteClass",
+    "WindowStatus",
+    "classify",
+    "rate_limit_key",
+    "take",
+    "window_status",
+]
