@@ -42,9 +42,15 @@ def create_app(
     projection_wait_s: float = 5.0,
     debug: bool = False,
     rate_limits: RateLimits | None = None,
+    store: PgEventStore | None = None,
 ) -> Litestar:
+    """The API on ``pool`` (queries, credentials, limits) and ``store`` (appends).
+
+    Services pass a store on its own LeanPool (commands.pgstore.open_store);
+    without one, the store shares ``pool``.
+    """
     deps = CommandDeps(
-        store=CountingStore(PgEventStore(pool)),
+        store=CountingStore(store or PgEventStore(pool)),
         codec=default_codec(),
         clock=clock,
         new_id=new_id,

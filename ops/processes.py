@@ -14,6 +14,7 @@ import signal
 import msgspec
 import uvicorn
 
+from commands.pgstore import open_store
 from commands.ratelimit import RateLimits
 from projections.feed import PgFeed
 from projections.runner import ProjectionRunner
@@ -84,7 +85,14 @@ async def run_api(rt: Runtime) -> None:
         application_name="byteor-api",
     )
     feed = PgFeed(pool)
-    app = create_app(pool, feed, projection_wait_s=rt.projection_wait_s, rate_limits=rt.rate_limits)
+    store = open_store(rt.database_url, size=rt.pool_max, role=rt.db_role)
+    app = create_app(
+        pool,
+        feed,
+        projection_wait_s=rt.projection_wait_s,
+        rate_limits=rt.rate_limits,
+        store=store,
+    )
     config = uvicorn.Config(
         app,
         host=rt.api_host,
@@ -99,6 +107,7 @@ async def run_api(rt: Runtime) -> None:
     try:
         await server.serve()
     finally:
+        await store.close()
         await pool.close()
 
 
