@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["eventstore", "authz"]
+BENCHMARKS = ["eventstore", "authz", "spec"]
 
 USAGE = __doc__ or ""
 
