@@ -4,7 +4,8 @@
 Everything happens in one transaction: the e-mail claim, the token row, and
 the user, organization and membership events, so a failure leaves nothing.
 Run again with the same e-mail, it reuses the user and adds the organization
-and a fresh token.
+and a fresh token. With ``password`` (``--password-stdin``), it also sets the
+user's local password (an scrypt hash; ``user.password_set``, never the hash).
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-from commands.credentials import mint_token, store_token
+from commands.credentials import (
+    check_password,
+    hash_password,
+    mint_token,
+    store_password,
+    store_token,
+)
 from commands.pgstore import PgEventStore
 from domain import organization as org_mod
 from domain import user as user_mod
@@ -39,10 +46,15 @@ async def create_user(
     now: datetime,
     token_name: str = "bootstrap",
     codec: EventCodec | None = None,
+    password: str | None = None,
 ) -> Bootstrapped:
     codec = codec or default_codec()
     user_cmd = convert_command(user_mod.CreateUser, {"email": email})
     org_cmd = convert_command(org_mod.CreateOrganization, {"name": org_name})
+    password_hash = None
+    if password is not None:
+        check_password(password)
+        password_hash = hash_password(password)
     normalized = user_mod.normalize_email(user_cmd.email)
     store = PgEventStore(pool)
     issued = mint_token()
@@ -67,6 +79,9 @@ async def create_user(
         user_events += user_mod.issue_token(
             user, token_id=issued.id, name=token_name, prefix=issued.prefix
         )
+        if password_hash is not None:
+            user_events += user_mod.set_password(user)
+            await store_password(conn, user_id, password_hash, now)
         org_events = org_mod.create_organization(org_cmd, org_id=org_id, created_by=user_id)
         appends = [
             StreamAppend(

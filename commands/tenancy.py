@@ -29,7 +29,14 @@ from commands.views import environment_view, organization_view, project_view
 from domain import environment as env_mod
 from domain import organization as org_mod
 from domain import project as project_mod
-from domain.access import Permission, require, role_for
+from domain.access import (
+    Membership,
+    Permission,
+    ResourcePath,
+    decide,
+    membership_from_members,
+    require_decision,
+)
 from domain.codec import Event, decode_command
 from domain.envelope import StreamAppend
 from domain.errors import Forbidden
@@ -41,6 +48,7 @@ PROJECT = ORG + "/projects/{project_id:uuid}"
 ENVIRONMENT = PROJECT + "/environments/{env_id:uuid}"
 
 AnyRequest = Request[Principal, Any, State]
+_NO_ORG = uuid.UUID(int=0)
 
 
 def deps_of(request: AnyRequest) -> CommandDeps:
@@ -67,14 +75,33 @@ async def load_org(deps: CommandDeps, org_id: uuid.UUID) -> Loaded[org_mod.Organ
     return await load(deps, org_mod.stream_id(org_id), org_mod.fold)
 
 
+def membership_of(principal: Principal, org: org_mod.Organization | None) -> Membership | None:
+    """The principal's standing in ``org``: a user's membership, or an org API key's
+    own organization with the role it was issued with (while the key is active)."""
+    if org is None or org.status != "active":
+        return None
+    if principal.kind == "user":
+        return membership_from_members(org.id, org.members, principal.id)
+    if principal.kind == "api_key" and principal.org_id == org.id:
+        role = org.api_keys.get(str(principal.id))
+        return None if role is None else Membership(org_id=org.id, org_role=role)
+    return None
+
+
 def authorize(
     principal: Principal, org: org_mod.Organization | None, permission: Permission
 ) -> None:
-    """Members only (others get 404 as if the org did not exist), then the role table."""
-    role = None
-    if org is not None and org.status == "active":
-        role = role_for(org.members, principal.id) if principal.kind == "user" else None
-    require(role, permission, resource="organization")
+    """Members only (others get 404 as if the org did not exist), then the role table
+    (domain.access.decide), then a narrowed token's scopes."""
+    path = ResourcePath(org.id if org is not None else _NO_ORG)
+    decision = decide(principal.kind, membership_of(principal, org), permission, path)
+    require_decision(decision, "organization")
+    if principal.scopes and permission.value not in principal.scopes:
+        raise Forbidden(
+            f"this token is not scoped for {permission.value}",
+            code="permission_denied",
+            context={"permission": permission.value, "reason": "token_scope"},
+        )
 
 
 def updated(

@@ -10,6 +10,10 @@ State machine (stream ``organization-<id>``)::
     deleted is terminal: every later command answers NotFound
     (organization_not_found), as if the organization never existed.
 
+API keys (``api_keys``: str(key id) → role, active keys only)::
+
+    absent ──issue_api_key──► active ──revoke_api_key──► absent (revoked)
+
 Members (``members``: str(user id) → role), only while active::
 
     absent ──add_member──► role ──add_member / change_member_role──► other role
@@ -32,13 +36,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Annotated, Final, Literal, assert_never
 
 import msgspec
 from msgspec.structs import replace
 
 from domain.codec import CODEC, Event, register_pattern_hint
-from domain.errors import Conflict, InvalidHistory, InvalidInput, NotFound
+from domain.errors import Conflict, FieldError, InvalidHistory, InvalidInput, NotFound
 
 STREAM_TYPE: Final = "organization"
 
@@ -94,6 +99,8 @@ class Organization(msgspec.Struct, frozen=True, kw_only=True):
     members: dict[str, Role]
     status: Status
     version: int
+    # Organization API keys not yet revoked: str(key id) → role.
+    api_keys: dict[str, Role] = {}
 
 
 # --- events ----------------------------------------------------------------------
@@ -134,6 +141,23 @@ class OrganizationMemberRemoved(
     user_id: uuid.UUID
 
 
+class OrganizationApiKeyIssued(Event, tag="organization.api_key_issued", frozen=True, kw_only=True):
+    """An organization API key was issued. Never the key or its hash: its id,
+    name, role and visible prefix."""
+
+    key_id: uuid.UUID
+    name: str
+    role: Role
+    prefix: str
+    expires_at: datetime | None = None
+
+
+class OrganizationApiKeyRevoked(
+    Event, tag="organization.api_key_revoked", frozen=True, kw_only=True
+):
+    key_id: uuid.UUID
+
+
 OrganizationEvent = (
     OrganizationCreated
     | OrganizationUpdated
@@ -141,6 +165,8 @@ OrganizationEvent = (
     | OrganizationMemberAdded
     | OrganizationMemberRoleChanged
     | OrganizationMemberRemoved
+    | OrganizationApiKeyIssued
+    | OrganizationApiKeyRevoked
 )
 EVENTS: Final = (
     OrganizationCreated,
@@ -149,6 +175,8 @@ EVENTS: Final = (
     OrganizationMemberAdded,
     OrganizationMemberRoleChanged,
     OrganizationMemberRemoved,
+    OrganizationApiKeyIssued,
+    OrganizationApiKeyRevoked,
 )
 CODEC.register(*EVENTS)
 
@@ -208,6 +236,11 @@ def evolve(state: Organization | None, event: OrganizationEvent) -> Organization
         case OrganizationMemberRemoved(user_id=user_id):
             members = {k: v for k, v in state.members.items() if k != str(user_id)}
             return replace(state, members=members, version=version)
+        case OrganizationApiKeyIssued(key_id=key_id, role=role):
+            return replace(state, api_keys={**state.api_keys, str(key_id): role}, version=version)
+        case OrganizationApiKeyRevoked(key_id=key_id):
+            keys = {k: v for k, v in state.api_keys.items() if k != str(key_id)}
+            return replace(state, api_keys=keys, version=version)
         case _:
             assert_never(event)
 
@@ -295,6 +328,54 @@ def remove_member(state: Organization | None, user_id: uuid.UUID) -> tuple[Organ
     if _require_member(org, user_id) == "org_admin":
         _keep_an_admin(org, user_id)
     return (OrganizationMemberRemoved(user_id=user_id),)
+
+
+Expiry = Annotated[
+    datetime, msgspec.Meta(tz=True, description="RFC 3339 time with a zone, in the future")
+]
+
+
+class IssueApiKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Name
+    role: Role
+    expires_at: Expiry | None = None
+
+
+def issue_api_key(
+    state: Organization | None,
+    cmd: IssueApiKey,
+    *,
+    key_id: uuid.UUID,
+    prefix: str,
+    now: datetime,
+) -> tuple[OrganizationEvent, ...]:
+    """Issue an API key with one of the org roles (it never manages memberships:
+    domain.access denies that to every API key, whatever its role)."""
+    require_organization(state)
+    _check_role(cmd.role)
+    if cmd.expires_at is not None and cmd.expires_at <= now:
+        raise InvalidInput(
+            "expires_at must be in the future",
+            code="invalid_expiry",
+            errors=(FieldError("/expires_at", "must be in the future"),),
+        )
+    return (
+        OrganizationApiKeyIssued(
+            key_id=key_id, name=cmd.name, role=cmd.role, prefix=prefix, expires_at=cmd.expires_at
+        ),
+    )
+
+
+def revoke_api_key(state: Organization | None, key_id: uuid.UUID) -> tuple[OrganizationEvent, ...]:
+    """Revoke an active key of this organization; NotFound for any other id."""
+    org = require_organization(state)
+    if str(key_id) not in org.api_keys:
+        raise NotFound(
+            "API key not found",
+            code="api_key_not_found",
+            context={"org_id": str(org.id), "key_id": str(key_id)},
+        )
+    return (OrganizationApiKeyRevoked(key_id=key_id),)
 
 
 def same_settings(a: Mapping[str, SettingValue], b: Mapping[str, SettingValue]) -> bool:

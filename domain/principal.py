@@ -25,6 +25,11 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     family: CredentialFamily
     # Set for org API keys and agents: the one organization they belong to.
     org_id: uuid.UUID | None = None
+    # Org API keys: the org role the key was issued with.
+    role: str | None = None
+    # Personal access tokens: the permissions (``Permission`` values) the token
+    # is narrowed to; empty means all the user's memberships allow.
+    scopes: tuple[str, ...] = ()
 
     @property
     def actor(self) -> Actor:

@@ -10,7 +10,9 @@ email is enforced outside it (a unique index on the users read model, or a
 reservation stream keyed by the email).
 
 Credentials (password hashes, tokens) never go into these events; they get
-their own model.
+their own tables (commands/credentials.py). Events record only that a token
+was issued or revoked, or a password set, with what an auditor needs to
+recognise it (id, name, visible prefix).
 """
 
 from __future__ import annotations
@@ -69,10 +71,49 @@ class UserTokenIssued(Event, tag="user.token_issued", frozen=True, kw_only=True)
     name: str
     prefix: str
     expires_at: datetime | None = None
+    scopes: tuple[str, ...] = ()
 
 
-UserEvent = UserCreated | UserTokenIssued
-EVENTS: Final = (UserCreated, UserTokenIssued)
+class UserTokenRevoked(Event, tag="user.token_revoked", frozen=True, kw_only=True):
+    """A personal access token was revoked (by its owner)."""
+
+    token_id: uuid.UUID
+
+
+class UserPasswordSet(Event, tag="user.password_set", frozen=True, kw_only=True):
+    """A local password was set. Never the password or its hash."""
+
+
+class UserSessionStarted(Event, tag="user.session_started", frozen=True, kw_only=True):
+    """A password login opened a session. Never the session token or its hash."""
+
+    session_id: uuid.UUID
+    prefix: str
+    expires_at: datetime
+
+
+class UserSessionEnded(Event, tag="user.session_ended", frozen=True, kw_only=True):
+    """The user logged out of a session."""
+
+    session_id: uuid.UUID
+
+
+UserEvent = (
+    UserCreated
+    | UserTokenIssued
+    | UserTokenRevoked
+    | UserPasswordSet
+    | UserSessionStarted
+    | UserSessionEnded
+)
+EVENTS: Final = (
+    UserCreated,
+    UserTokenIssued,
+    UserTokenRevoked,
+    UserPasswordSet,
+    UserSessionStarted,
+    UserSessionEnded,
+)
 CODEC.register(*EVENTS)
 
 
@@ -86,9 +127,15 @@ def evolve(state: User | None, event: UserEvent) -> User:
             if state is not None:
                 raise InvalidHistory("user created twice", context={"user_id": str(state.id)})
             return User(id=user_id, email=email, status="active", version=1)
-        case UserTokenIssued():
+        case (
+            UserTokenIssued()
+            | UserTokenRevoked()
+            | UserPasswordSet()
+            | UserSessionStarted()
+            | UserSessionEnded()
+        ):
             if state is None:
-                raise InvalidHistory("user.token_issued before user.created")
+                raise InvalidHistory(f"{type(event).__name__} before user.created")
             return replace(state, version=state.version + 1)
         case _:
             assert_never(event)
@@ -97,7 +144,7 @@ def evolve(state: User | None, event: UserEvent) -> User:
 def fold(events: Iterable[Event]) -> User | None:
     state: User | None = None
     for event in events:
-        if not isinstance(event, UserCreated | UserTokenIssued):
+        if not isinstance(event, EVENTS):
             raise InvalidHistory(f"{type(event).__name__} is not a user event")
         state = evolve(state, event)
     return state
@@ -120,6 +167,35 @@ def issue_token(
     name: str,
     prefix: str,
     expires_at: datetime | None = None,
+    scopes: tuple[str, ...] = (),
 ) -> tuple[UserEvent, ...]:
     require_user(user)
-    return (UserTokenIssued(token_id=token_id, name=name, prefix=prefix, expires_at=expires_at),)
+    return (
+        UserTokenIssued(
+            token_id=token_id, name=name, prefix=prefix, expires_at=expires_at, scopes=scopes
+        ),
+    )
+
+
+def revoke_token(user: User | None, *, token_id: uuid.UUID) -> tuple[UserEvent, ...]:
+    """Record a revocation. Whether the token exists and is the user's own is
+    checked against the credential table, which the aggregate cannot see."""
+    require_user(user)
+    return (UserTokenRevoked(token_id=token_id),)
+
+
+def set_password(user: User | None) -> tuple[UserEvent, ...]:
+    require_user(user)
+    return (UserPasswordSet(),)
+
+
+def start_session(
+    user: User | None, *, session_id: uuid.UUID, prefix: str, expires_at: datetime
+) -> tuple[UserEvent, ...]:
+    require_user(user)
+    return (UserSessionStarted(session_id=session_id, prefix=prefix, expires_at=expires_at),)
+
+
+def end_session(user: User | None, *, session_id: uuid.UUID) -> tuple[UserEvent, ...]:
+    require_user(user)
+    return (UserSessionEnded(session_id=session_id),)

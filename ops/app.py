@@ -17,9 +17,11 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
+from commands import api_keys as api_key_commands
+from commands import sessions as session_commands
 from commands import tenancy as tenancy_commands
-from commands.auth import PUBLIC_PATHS, PersonalAccessTokens, make_auth_middleware, utc_now
-from commands.credentials import PAT_PREFIX
+from commands import tokens as token_commands
+from commands.auth import PUBLIC_PATHS, make_auth_middleware, standard_authenticators, utc_now
 from commands.execution import CommandDeps
 from commands.pgstore import PgEventStore
 from commands.problems import EXCEPTION_HANDLERS
@@ -55,7 +57,7 @@ def create_app(
         clock=clock,
         new_id=new_id,
     )
-    auth = make_auth_middleware({PAT_PREFIX: PersonalAccessTokens(pool, clock)})
+    auth = make_auth_middleware(standard_authenticators(pool, clock))
     rate_limiter = RateLimitMiddleware(PgRateLimiter(pool, rate_limits or RateLimits()))
     prometheus = PrometheusConfig(
         app_name="byteor-cloud",
@@ -66,6 +68,9 @@ def create_app(
     return Litestar(
         route_handlers=[
             *tenancy_commands.ROUTES,
+            *token_commands.ROUTES,
+            *api_key_commands.ROUTES,
+            *session_commands.ROUTES,
             *tenancy_queries.ROUTES,
             healthz,
             readyz,
@@ -91,7 +96,8 @@ def create_app(
                     "bearer": SecurityScheme(
                         type="http",
                         scheme="bearer",
-                        description="byp_ personal access token",
+                        description="bys_ session, byp_ personal access token "
+                        "or byo_ organization API key",
                     )
                 }
             ),

@@ -4,7 +4,7 @@
     byteor-cloud api|projector|relay|worker
     byteor-cloud migrate
     byteor-cloud stack start|stop|status
-    byteor-cloud admin create-user --email E --org NAME
+    byteor-cloud admin create-user --email E --org NAME [--password-stdin]
 
 Configuration comes from BYTEOR_CLOUD_* variables (ops/config.py). Any service
 URL left unset is taken from the embedded stack under BYTEOR_CLOUD_HOME.
@@ -121,11 +121,21 @@ def cmd_stack(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def read_password(stream: Any) -> str:
+    """The password on standard input: its first line, without the line ending."""
+    line: str = stream.readline()
+    password = line.removesuffix("\n").removesuffix("\r")
+    if not password:
+        raise CliError("--password-stdin: no password on standard input")
+    return password
+
+
 def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     from commands.bootstrap import create_user
     from domain.errors import DomainError
     from schema.pg import create_pool
 
+    password = read_password(sys.stdin) if args.password_stdin else None
     rt = resolve_runtime(settings)
 
     async def go() -> Any:
@@ -135,7 +145,7 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
         pool = await create_pool(rt.database_url, role=rt.db_role, min_size=1, max_size=2)
         try:
             return await create_user(
-                pool, email=args.email, org_name=args.org, now=datetime.now(UTC)
+                pool, email=args.email, org_name=args.org, now=datetime.now(UTC), password=password
             )
         finally:
             await pool.close()
@@ -148,6 +158,8 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     print(f"user_id:  {made.user_id}" + ("" if made.created_user else "  (existing user)"))
     print(f"org_id:   {made.org_id}")
     print(f"token:    {made.token}")
+    if password is not None:
+        print("password: set (log in with POST /auth/login)")
     print("This personal access token is shown once; store it now. Use it as")
     print("  Authorization: Bearer <token>")
     return 0
@@ -208,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--email", required=True, help="the user's e-mail address")
     create.add_argument("--org", required=True, help="name of the organization to create")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read a local login password (first line of standard input) and store its "
+        "scrypt hash; log in with POST /auth/login",
+    )
     create.set_defaults(func=cmd_create_user)
     return parser
 

@@ -1,7 +1,8 @@
 """Query routes for the tenancy tree. They read only read tables.
 
 Visibility: a user sees an organization and everything under it only while
-a member; anything else is 404, exactly like a resource that does not exist.
+a member, an organization API key only its own organization (under its role);
+anything else is 404, exactly like a resource that does not exist.
 ``?min_position=N`` waits (bounded) until the projection has applied the event
 at position N, which a command answered in ``X-ByteOr-Position``.
 """
@@ -16,8 +17,9 @@ from litestar import Request, Response, get
 from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 
-from domain.access import Permission, require
-from domain.errors import DomainError, FieldError, NotFound
+from domain.access import Membership, Permission, ResourcePath, decide, require_decision
+from domain.errors import DomainError, FieldError, Forbidden, NotFound
+from domain.organization import ROLES, Role
 from domain.principal import Principal
 from projections.feed import PgFeed
 from projections.paging import Page, check_limit, decode_cursor, encode_cursor
@@ -33,6 +35,7 @@ from projections.tenancy import (
 )
 
 AnyRequest = Request[Principal, Any, State]
+_ROLES: dict[str | None, Role] = {role: role for role in ROLES}
 ORG = "/api/v1/orgs/{org_id:uuid}"
 PROJECT = ORG + "/projects/{project_id:uuid}"
 
@@ -62,18 +65,36 @@ async def _ready(request: AnyRequest, min_position: int | None) -> asyncpg.Pool:
     return pool
 
 
-async def _org_role(pool: asyncpg.Pool, principal: Principal, org_id: uuid.UUID) -> str | None:
-    if principal.kind != "user":
-        return None
-    role: str | None = await pool.fetchval(
-        """
-        SELECT m.role FROM org_member_view m JOIN org_view o ON o.id = m.org_id
-        WHERE m.org_id = $1 AND m.user_id = $2 AND o.deleted_at IS NULL
-        """,
-        org_id,
-        principal.id,
-    )
-    return role
+async def _authorize(
+    pool: asyncpg.Pool, principal: Principal, org_id: uuid.UUID, permission: Permission
+) -> None:
+    """404 unless the principal belongs to the (live) organization, then the role
+    table: a user through org_member_view, an org API key through its own
+    organization and the role it was issued with. Then a narrowed token's scopes."""
+    role: str | None = None
+    if principal.kind == "user":
+        role = await pool.fetchval(
+            """
+            SELECT m.role FROM org_member_view m JOIN org_view o ON o.id = m.org_id
+            WHERE m.org_id = $1 AND m.user_id = $2 AND o.deleted_at IS NULL
+            """,
+            org_id,
+            principal.id,
+        )
+    elif principal.kind == "api_key" and principal.org_id == org_id:
+        live = await pool.fetchval(
+            "SELECT true FROM org_view WHERE id = $1 AND deleted_at IS NULL", org_id
+        )
+        role = principal.role if live else None
+    membership = Membership(org_id=org_id, org_role=_ROLES[role]) if role in _ROLES else None
+    decision = decide(principal.kind, membership, permission, ResourcePath(org_id))
+    require_decision(decision, "organization")
+    if principal.scopes and permission.value not in principal.scopes:
+        raise Forbidden(
+            f"this token is not scoped for {permission.value}",
+            code="permission_denied",
+            context={"permission": permission.value, "reason": "token_scope"},
+        )
 
 
 def _etag(revision: int) -> dict[str, str]:
@@ -105,17 +126,23 @@ async def list_organizations(
     pool = await _ready(request, min_position)
     size = check_limit(limit)
     after_at, after_id = _after(cursor)
+    principal = request.user
+    # An org API key sees its own organization; a user those it is a member of.
     rows = await pool.fetch(
         """
-        SELECT o.* FROM org_view o JOIN org_member_view m ON m.org_id = o.id AND m.user_id = $1
+        SELECT o.* FROM org_view o
         WHERE o.deleted_at IS NULL
+          AND CASE WHEN $5::uuid IS NOT NULL THEN o.id = $5
+                   ELSE EXISTS (SELECT 1 FROM org_member_view m
+                                WHERE m.org_id = o.id AND m.user_id = $1) END
           AND ($2::timestamptz IS NULL OR (o.created_at, o.id) > ($2, $3))
         ORDER BY o.created_at, o.id LIMIT $4
         """,
-        request.user.id,
+        principal.id if principal.kind == "user" else None,
         after_at,
         after_id,
         size + 1,
+        principal.org_id if principal.kind == "api_key" else None,
     )
     return _page(rows, size, org_from_row)
 
@@ -125,9 +152,7 @@ async def get_organization(
     request: AnyRequest, org_id: FromPath[uuid.UUID], min_position: MinPosition = None
 ) -> Response[OrganizationView]:
     pool = await _ready(request, min_position)
-    require(
-        await _org_role(pool, request.user, org_id), Permission.VIEW_ORG, resource="organization"
-    )
+    await _authorize(pool, request.user, org_id, Permission.VIEW_ORG)
     row = await pool.fetchrow("SELECT * FROM org_view WHERE id = $1", org_id)
     view = org_from_row(row)
     return Response(view, headers=_etag(view.revision))
@@ -142,11 +167,7 @@ async def list_projects(
     cursor: Cursor = None,
 ) -> Page[ProjectView]:
     pool = await _ready(request, min_position)
-    require(
-        await _org_role(pool, request.user, org_id),
-        Permission.VIEW_PROJECT,
-        resource="organization",
-    )
+    await _authorize(pool, request.user, org_id, Permission.VIEW_PROJECT)
     size = check_limit(limit)
     after_at, after_id = _after(cursor)
     rows = await pool.fetch(
@@ -183,11 +204,7 @@ async def get_project(
     min_position: MinPosition = None,
 ) -> Response[ProjectView]:
     pool = await _ready(request, min_position)
-    require(
-        await _org_role(pool, request.user, org_id),
-        Permission.VIEW_PROJECT,
-        resource="organization",
-    )
+    await _authorize(pool, request.user, org_id, Permission.VIEW_PROJECT)
     view = project_from_row(await _project_row(pool, org_id, project_id))
     return Response(view, headers=_etag(view.revision))
 
@@ -202,11 +219,7 @@ async def list_environments(
     cursor: Cursor = None,
 ) -> Page[EnvironmentView]:
     pool = await _ready(request, min_position)
-    require(
-        await _org_role(pool, request.user, org_id),
-        Permission.VIEW_ENVIRONMENT,
-        resource="organization",
-    )
+    await _authorize(pool, request.user, org_id, Permission.VIEW_ENVIRONMENT)
     await _project_row(pool, org_id, project_id)
     size = check_limit(limit)
     after_at, after_id = _after(cursor)
@@ -234,11 +247,7 @@ async def get_environment(
     min_position: MinPosition = None,
 ) -> Response[EnvironmentView]:
     pool = await _ready(request, min_position)
-    require(
-        await _org_role(pool, request.user, org_id),
-        Permission.VIEW_ENVIRONMENT,
-        resource="organization",
-    )
+    await _authorize(pool, request.user, org_id, Permission.VIEW_ENVIRONMENT)
     row = await pool.fetchrow(
         """
         SELECT * FROM environment_view

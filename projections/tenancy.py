@@ -178,6 +178,9 @@ class TenancyProjection:
                     decoded.role,
                     at,
                 )
+            case org_mod.OrganizationApiKeyIssued() | org_mod.OrganizationApiKeyRevoked():
+                # Keys live in the credential table; the org's revision still moves.
+                await self._touch(conn, "org_view", sid, rev, at)
             case org_mod.OrganizationMemberRemoved():
                 await self._touch(conn, "org_view", sid, rev, at)
                 await conn.execute(

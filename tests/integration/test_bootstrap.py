@@ -55,3 +55,53 @@ async def test_no_token_plaintext_or_hash_is_stored_outside_the_credential_table
         assert bytes(stored) == hash_token(made.token)
     finally:
         await conn.close()
+
+
+async def test_no_secret_of_any_family_is_stored_in_the_clear(client, pool, database) -> None:
+    """One credential of each family (PAT, org API key, session, password), then every
+    table and every event is scanned: no plaintext anywhere, each hash only in its table."""
+    password = "a local password 123"
+    made = await create_user(
+        pool, email="ada@example.com", org_name="One", now=datetime.now(UTC), password=password
+    )
+    auth = {"Authorization": f"Bearer {made.token}"}
+    pat = await client.post("/api/v1/tokens", json={"name": "ci"}, headers=auth)
+    key = await client.post(
+        f"/api/v1/orgs/{made.org_id}/api-keys", json={"name": "k", "role": "viewer"}, headers=auth
+    )
+    session = await client.post(
+        "/auth/login", json={"email": "ada@example.com", "password": password}
+    )
+    assert (pat.status_code, key.status_code, session.status_code) == (201, 201, 200)
+    secrets = {
+        "personal_access_tokens": [made.token, pat.json()["token"]],
+        "org_api_keys": [key.json()["key"]],
+        "user_sessions": [session.json()["token"]],
+    }
+    # Each secret is used once, so last-use bookkeeping runs too.
+    for values in secrets.values():
+        for value in values:
+            r = await client.get("/api/v1/orgs", headers={"Authorization": f"Bearer {value}"})
+            assert r.status_code == 200
+    conn = await asyncpg.connect(database)
+    try:
+        password_hash = await conn.fetchval("SELECT password_hash FROM user_passwords")
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
+        assert {"events", "user_passwords", *secrets} <= set(tables)
+        for table in tables:
+            dump = await conn.fetchval(
+                f"SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t"
+            )
+            assert password not in dump, f"{table} holds the password in the clear"
+            if table != "user_passwords":
+                assert password_hash not in dump, f"{table} holds the password hash"
+            for home, values in secrets.items():
+                for value in values:
+                    assert value not in dump, f"{table} holds a {home} secret in the clear"
+                    if table != home:
+                        assert hash_token(value).hex() not in dump, f"{table} holds a hash"
+    finally:
+        await conn.close()

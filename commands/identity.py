@@ -1,0 +1,188 @@
+"""What the credential routes (tokens, API keys, sessions) share.
+
+A credential change writes two things that must agree: the credential row
+(its hash, revocation) and the event that records the change. ``commit`` does
+both in one transaction, appending through ``PgEventStore.append(conn=...)``,
+and re-runs the decision once on a version conflict, as ``execute`` does.
+
+``Idempotency-Key`` is refused on routes that issue a secret: replaying the
+first response would mean storing the secret, which is shown once and never
+stored (422 ``idempotency_key_unsupported``).
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+from litestar import Request, Response
+from litestar.datastructures import State
+
+from commands.execution import POSITION_HEADER, CommandDeps, correlation_id
+from commands.pgstore import PgEventStore
+from commands.store import ConcurrencyError
+from domain.codec import Event
+from domain.envelope import Actor, Metadata, StreamAppend
+from domain.errors import FieldError, Forbidden, InvalidInput
+from domain.principal import Principal
+from schema.pg import Connection
+
+AnyRequest = Request[Principal, Any, State]
+
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+class Written(msgspec.Struct, frozen=True, kw_only=True):
+    appends: Sequence[StreamAppend]
+    tenant_id: uuid.UUID | None
+    status_code: int
+    body: Any  # msgspec-encodable, or None for 204
+
+
+def deps_of(request: AnyRequest) -> CommandDeps:
+    deps: CommandDeps = request.app.state.command_deps
+    return deps
+
+
+def pool_of(request: AnyRequest) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def require_user(principal: Principal) -> Principal:
+    if principal.kind != "user":
+        raise Forbidden(
+            "only a user manages its own tokens and sessions", code="user_credential_required"
+        )
+    return principal
+
+
+def refuse_idempotency_key(request: AnyRequest) -> None:
+    if request.headers.get("idempotency-key") is not None:
+        raise InvalidInput(
+            "Idempotency-Key is not supported here: the secret this route issues is shown once",
+            code="idempotency_key_unsupported",
+            errors=(FieldError("header.Idempotency-Key", "not supported on this route"),),
+        )
+
+
+def stream_append(
+    deps: CommandDeps, stream_id: str, stream_type: str, version: int, events: Sequence[Event]
+) -> list[StreamAppend]:
+    if not events:
+        return []
+    return [
+        StreamAppend(
+            stream_id=stream_id,
+            stream_type=stream_type,
+            expected_version=version,
+            events=tuple(deps.codec.encode(e) for e in events),
+        )
+    ]
+
+
+async def commit(
+    request: Request[Any, Any, State],
+    build: Callable[[Connection, datetime], Awaitable[Written]],
+    *,
+    actor: Actor | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    """Run ``build(conn, now)`` in a transaction and append its events in it; respond.
+
+    The events' actor is the request's principal unless ``actor`` is given (a
+    login has no principal yet).
+    """
+    deps = deps_of(request)
+    pool = pool_of(request)
+    store = PgEventStore(pool)
+    correlation = correlation_id(request)
+    for attempt in (1, 2):
+        now = deps.clock()
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                written = await build(conn, now)
+                position = None
+                if written.appends:
+                    result = await store.append(
+                        written.appends,
+                        Metadata(
+                            actor=actor or request.user.actor,
+                            tenant_id=written.tenant_id,
+                            correlation_id=correlation,
+                            recorded_at=now,
+                        ),
+                        conn=conn,
+                    )
+                    position = result.last_position
+        except ConcurrencyError:
+            if attempt == 2:
+                raise
+            continue
+        out = {**(headers or {}), "X-Correlation-ID": str(correlation)}
+        if position:
+            out[POSITION_HEADER] = str(position)
+        return Response(
+            content=b"" if written.body is None else msgspec.json.encode(written.body),
+            status_code=written.status_code,
+            media_type="application/json",
+            headers=out,
+        )
+    raise AssertionError("unreachable")
+
+
+# --- keyset pages over credential tables ------------------------------------------------
+
+
+class Page(msgspec.Struct, kw_only=True):
+    items: list[Any]
+    next_cursor: str | None
+
+
+class _Key(msgspec.Struct, array_like=True):
+    created_at: datetime
+    id: uuid.UUID
+
+
+def check_limit(limit: int | None) -> int:
+    if limit is None:
+        return DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(
+            f"limit must be between 1 and {MAX_LIMIT}",
+            code="invalid_limit",
+            errors=(FieldError("query.limit", f"between 1 and {MAX_LIMIT}"),),
+        )
+    return limit
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    if cursor is None:
+        return None, None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        key = msgspec.json.decode(raw, type=_Key)
+    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
+        raise InvalidInput(
+            "cursor is not valid",
+            code="invalid_cursor",
+            errors=(FieldError("query.cursor", "use next_cursor from a previous page"),),
+        ) from None
+    return key.created_at, key.id
+
+
+def page_of(rows: Sequence[Any], limit: int, build: Callable[[Any], Any]) -> Page:
+    """``rows`` fetched with ``LIMIT limit + 1``, ordered by (created_at, id)."""
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    cursor = None
+    if last is not None:
+        raw = msgspec.json.encode(_Key(last["created_at"], last["id"]))
+        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return Page(items=[build(r) for r in rows[:limit]], next_cursor=cursor)
