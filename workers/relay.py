@@ -8,6 +8,12 @@ batch, waits for JetStream's acknowledgements, then moves the checkpoint. A
 crash between the two republishes the batch; ``Nats-Msg-Id`` = event id lets
 JetStream drop those duplicates. NATS down: the checkpoint stays, nothing is
 lost, publishing resumes when it is back.
+
+Jobs leave the same way (the outbox: enqueueing is appending ``job.queued``
+in the transaction of the domain event that caused it): ``job.queued`` and
+``job.requeued`` are also published to ``jobs.<job_type>`` as a
+``JobMessage`` with ``Nats-Msg-Id`` = job id (a requeued generation n gets
+``<job id>.<n>``, or the duplicate window would swallow it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from nats.js.errors import BadRequestError
 
 from domain.envelope import RecordedEvent
 from schema.pg import Connection
+from workers.streams import JobMessage, ensure_jobs_stream, job_msg_id, job_subject
 
 log = logging.getLogger("byteor.relay")
 
@@ -48,6 +55,28 @@ class IntegrationEvent(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: str | None
     recorded_at: str
     data: msgspec.Raw
+
+
+class _JobFields(msgspec.Struct, kw_only=True):
+    """The fields of ``job.queued`` / ``job.requeued`` the relay needs (others skipped)."""
+
+    job_type: str
+    generation: int = 0
+
+
+JOB_EVENTS = frozenset({"job.queued", "job.requeued"})
+
+
+def job_message_of(event: RecordedEvent) -> tuple[str, bytes, str] | None:
+    """(subject, body, Nats-Msg-Id) for an event that (re)queues a job, else None."""
+    if event.event_type not in JOB_EVENTS:
+        return None
+    fields = msgspec.json.decode(event.payload, type=_JobFields)
+    job_id = event.stream_id.removeprefix("job-")
+    body = msgspec.json.encode(
+        JobMessage(job_id=job_id, job_type=fields.job_type, generation=fields.generation)
+    )
+    return job_subject(fields.job_type), body, job_msg_id(job_id, fields.generation)
 
 
 def subject_of(event: RecordedEvent) -> str:
@@ -101,6 +130,10 @@ class JetStreamPublisher:
         return True
 
     async def apply(self, conn: Connection, event: RecordedEvent) -> None:
+        job = job_message_of(event)
+        if job is not None:
+            subject, body, msg_id = job
+            await self.js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5.0)
         await self.js.publish(
             subject_of(event),
             message_of(event),
@@ -120,6 +153,7 @@ async def connect_jetstream(url: str) -> tuple[NATS, JetStreamContext]:
     )
     js = nc.jetstream()
     await ensure_events_stream(js)
+    await ensure_jobs_stream(js)
     return nc, js
 
 

@@ -1,0 +1,199 @@
+"""JetStream streams and consumers for jobs, as data, applied idempotently at start.
+
+    JOBS                 jobs.<type>      file storage; the relay publishes each
+                                          job.queued (and job.requeued) here,
+                                          Nats-Msg-Id = job id (+ generation)
+      └─ jobs_<type>     durable pull consumer per job type
+    JOB_DEAD_LETTERS     $JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>
+                                          file storage; captures the advisory
+                                          NATS sends when a message ran out of
+                                          deliveries, so a dead letter is kept
+                                          even while no listener runs
+      └─ dead_letters    durable pull consumer for the advisory listener
+
+Timing, deliberately (nats-server semantics):
+
+- ``max_deliver`` is the job type's attempt budget, so JetStream's delivery
+  count is the attempt number.
+- A failed attempt is retried by ``nak(delay=backoff.delay(n))``: an explicit
+  delay. A plain ``nak`` would redeliver at once and ignore ``backoff``.
+- ``backoff`` only paces redeliveries after an ack timeout (a worker that died
+  or stalled), and when set it *replaces* ``ack_wait`` as the ack timeout of
+  redeliveries. Each entry is therefore at least ``ack_wait``, so the
+  heartbeat interval the consume loop derives from ``ack_wait`` (a third of
+  it, via ``in_progress``) is short enough for every delivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from domain.backoff import Backoff
+
+log = logging.getLogger("byteor.jobs")
+
+JOBS_STREAM = "JOBS"
+JOBS_SUBJECT_PREFIX = "jobs"
+DEAD_LETTER_STREAM = "JOB_DEAD_LETTERS"
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+DEAD_LETTER_CONSUMER = "dead_letters"
+DUPLICATE_WINDOW_S = 120.0
+DAY_S = 86_400.0
+
+
+class JobMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """What goes on ``jobs.<type>``: which job, and which generation of it.
+
+    The job itself (payload, budget, state) is read from the event store, the
+    source of truth; the message only says "look at this job now".
+    """
+
+    job_id: str
+    job_type: str
+    generation: int = 0
+
+
+class JobTypeSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-job-type consumer settings."""
+
+    job_type: str
+    max_attempts: int = 5  # = max_deliver
+    ack_wait_s: float = 30.0  # first delivery; heartbeats every ack_wait_s / 3
+    backoff: Backoff = Backoff(base_s=2.0, factor=2.0, cap_s=300.0)
+    max_ack_pending: int = 64
+
+    @property
+    def subject(self) -> str:
+        return job_subject(self.job_type)
+
+    @property
+    def durable(self) -> str:
+        return consumer_name(self.job_type)
+
+    def consumer_config(self) -> ConsumerConfig:
+        redeliveries = self.max_attempts - 1
+        return ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            description=f"byteor-cloud {self.job_type} workers",
+            filter_subject=self.subject,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_attempts,
+            # nats-server wants max_deliver > len(backoff); none for a single attempt.
+            backoff=(
+                [max(self.ack_wait_s, d) for d in self.backoff.schedule(redeliveries)]
+                if redeliveries
+                else None
+            ),
+            max_ack_pending=self.max_ack_pending,
+        )
+
+
+DEFAULT_JOB_TYPES: tuple[JobTypeSettings, ...] = (
+    JobTypeSettings(job_type="spec_ingest"),
+    JobTypeSettings(job_type="deploy_bundle_build", ack_wait_s=60.0),
+    JobTypeSettings(job_type="incident_ingest", ack_wait_s=60.0),
+    JobTypeSettings(job_type="replay", ack_wait_s=120.0, max_attempts=3),
+    JobTypeSettings(job_type="retention", ack_wait_s=120.0, max_attempts=3),
+    JobTypeSettings(job_type="metering", max_attempts=8),
+)
+
+
+def job_subject(job_type: str) -> str:
+    return f"{JOBS_SUBJECT_PREFIX}.{job_type}"
+
+
+def consumer_name(job_type: str) -> str:
+    return f"jobs_{job_type}"
+
+
+def job_msg_id(job_id: str, generation: int) -> str:
+    """JetStream's de-duplication id: the job id; a requeued generation gets its own."""
+    return job_id if generation == 0 else f"{job_id}.{generation}"
+
+
+def jobs_stream_config() -> StreamConfig:
+    return StreamConfig(
+        name=JOBS_STREAM,
+        description="byteor-cloud job transport (the event store is the source of truth)",
+        subjects=[f"{JOBS_SUBJECT_PREFIX}.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=14 * DAY_S,
+        duplicate_window=DUPLICATE_WINDOW_S,
+    )
+
+
+def dead_letter_stream_config() -> StreamConfig:
+    return StreamConfig(
+        name=DEAD_LETTER_STREAM,
+        description="MAX_DELIVERIES advisories, kept until a listener records the dead letter",
+        subjects=[f"{MAX_DELIVERIES_ADVISORY}.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        max_age=30 * DAY_S,
+    )
+
+
+def dead_letter_consumer_config() -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=DEAD_LETTER_CONSUMER,
+        name=DEAD_LETTER_CONSUMER,
+        description="byteor-cloud dead-letter listener",
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+        max_deliver=-1,
+        max_ack_pending=64,
+    )
+
+
+async def ensure(
+    js: JetStreamContext, job_types: Iterable[JobTypeSettings] = DEFAULT_JOB_TYPES
+) -> dict[str, JobTypeSettings]:
+    """Create or update the streams and consumers; safe to run at every start.
+
+    Returns the settings by job type, for the consume loops.
+    """
+    settings = {s.job_type: s for s in job_types}
+    await _ensure_stream(js, jobs_stream_config())
+    await _ensure_stream(js, dead_letter_stream_config())
+    for s in settings.values():
+        await js.add_consumer(JOBS_STREAM, s.consumer_config())
+    await js.add_consumer(DEAD_LETTER_STREAM, dead_letter_consumer_config())
+    return settings
+
+
+async def ensure_jobs_stream(js: JetStreamContext) -> None:
+    """Only the JOBS stream: what the relay needs to publish jobs."""
+    await _ensure_stream(js, jobs_stream_config())
+
+
+async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError:  # created concurrently by another process
+            pass
+    await js.update_stream(config)
