@@ -105,7 +105,8 @@ _APPEND_ONE = """
 INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type,
                     schema_version, payload, tenant_id, actor_kind, actor_id,
                     correlation_id, causation_id, command_id, recorded_at)
-SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, coalesce($14, now())
+SELECT coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+       coalesce($14, now())
 WHERE $15::integer <= 0 OR events_expect_version($2, $15) = $15
 RETURNING position, transaction_id
 """
@@ -183,25 +184,24 @@ class PgEventStore:
     async def _append_one(self, append: StreamAppend, meta: Metadata) -> AppendResult:
         event = append.events[0]
         try:
-            async with self.pool.acquire() as pooled:
-                row = await pooled.fetchrow(
-                    _APPEND_ONE,
-                    event.event_id or uuid.uuid4(),
-                    append.stream_id,
-                    append.stream_type,
-                    append.expected_version + 1,
-                    event.event_type,
-                    event.schema_version,
-                    event.payload,
-                    meta.tenant_id,
-                    meta.actor.kind,
-                    meta.actor.id,
-                    meta.correlation_id,
-                    meta.causation_id,
-                    meta.command_id,
-                    meta.recorded_at,
-                    append.expected_version,
-                )
+            row = await self.pool.fetchrow(
+                _APPEND_ONE,
+                event.event_id,
+                append.stream_id,
+                append.stream_type,
+                append.expected_version + 1,
+                event.event_type,
+                event.schema_version,
+                event.payload,
+                meta.tenant_id,
+                meta.actor.kind,
+                meta.actor.id,
+                meta.correlation_id,
+                meta.causation_id,
+                meta.command_id,
+                meta.recorded_at,
+                append.expected_version,
+            )
         except Exception as exc:
             _reraise(exc, None)
         assert row is not None

@@ -194,6 +194,20 @@ class LeanPool:
             result: str = await conn.execute(query, *args)
             return result
 
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        """One statement, one row: ``acquire`` without the context manager's cost."""
+        conn = await self._take()
+        try:
+            row = await conn.fetchrow(query, *args)
+        except asyncpg.PostgresError:
+            self._give_back(conn, healthy=True)
+            raise
+        except BaseException:
+            self._give_back(conn, healthy=False)
+            raise
+        self._give_back(conn, healthy=True)
+        return row
+
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
