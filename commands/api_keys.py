@@ -25,13 +25,9 @@ from litestar.params import FromPath, QueryParameter
 from commands.credentials import API_KEY_PREFIX, check_expiry, mint_token, store_api_key
 from commands.identity import (
     AnyRequest,
-    Page,
     Written,
-    check_limit,
     commit,
-    decode_cursor,
     deps_of,
-    page_of,
     pool_of,
     refuse_idempotency_key,
     stream_append,
@@ -40,6 +36,7 @@ from commands.tenancy import ORG, authorize, load_org
 from domain import organization as org_mod
 from domain.access import Permission
 from domain.codec import decode_command
+from domain.paging import Page, after, check_limit, page_of
 from schema.pg import Connection
 
 KEYS = ORG + "/api-keys"
@@ -143,12 +140,12 @@ def _view(row: Any) -> ApiKeyView:
 @get(KEYS, summary="An organization's API keys (not revoked); never the key itself")
 async def list_api_keys(
     request: AnyRequest, org_id: FromPath[uuid.UUID], limit: Limit = None, cursor: Cursor = None
-) -> Page:
+) -> Page[ApiKeyView]:
     deps = deps_of(request)
     loaded = await load_org(deps, org_id)
     authorize(request.user, loaded.state, Permission.MANAGE_ORG_MEMBERSHIPS)
     size = check_limit(limit)
-    after_at, after_id = decode_cursor(cursor)
+    after_at, after_id = after(cursor)
     rows = await pool_of(request).fetch(
         """
         SELECT id, org_id, name, role, prefix, created_at, expires_at, last_used_at

@@ -12,7 +12,6 @@ stored (422 ``idempotency_key_unsupported``).
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -33,9 +32,6 @@ from domain.principal import Principal
 from schema.pg import Connection
 
 AnyRequest = Request[Principal, Any, State]
-
-MAX_LIMIT = 200
-DEFAULT_LIMIT = 50
 
 
 class Written(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,54 +131,3 @@ async def commit(
             headers=out,
         )
     raise AssertionError("unreachable")
-
-
-# --- keyset pages over credential tables ------------------------------------------------
-
-
-class Page(msgspec.Struct, kw_only=True):
-    items: list[Any]
-    next_cursor: str | None
-
-
-class _Key(msgspec.Struct, array_like=True):
-    created_at: datetime
-    id: uuid.UUID
-
-
-def check_limit(limit: int | None) -> int:
-    if limit is None:
-        return DEFAULT_LIMIT
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(
-            f"limit must be between 1 and {MAX_LIMIT}",
-            code="invalid_limit",
-            errors=(FieldError("query.limit", f"between 1 and {MAX_LIMIT}"),),
-        )
-    return limit
-
-
-def decode_cursor(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None]:
-    if cursor is None:
-        return None, None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        key = msgspec.json.decode(raw, type=_Key)
-    except (ValueError, msgspec.DecodeError, msgspec.ValidationError):
-        raise InvalidInput(
-            "cursor is not valid",
-            code="invalid_cursor",
-            errors=(FieldError("query.cursor", "use next_cursor from a previous page"),),
-        ) from None
-    return key.created_at, key.id
-
-
-def page_of(rows: Sequence[Any], limit: int, build: Callable[[Any], Any]) -> Page:
-    """``rows`` fetched with ``LIMIT limit + 1``, ordered by (created_at, id)."""
-    more = len(rows) > limit
-    last = rows[limit - 1] if more else None
-    cursor = None
-    if last is not None:
-        raw = msgspec.json.encode(_Key(last["created_at"], last["id"]))
-        cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
-    return Page(items=[build(r) for r in rows[:limit]], next_cursor=cursor)

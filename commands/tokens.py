@@ -28,13 +28,9 @@ from commands.credentials import PAT_PREFIX, check_expiry, mint_token, store_tok
 from commands.execution import load
 from commands.identity import (
     AnyRequest,
-    Page,
     Written,
-    check_limit,
     commit,
-    decode_cursor,
     deps_of,
-    page_of,
     pool_of,
     refuse_idempotency_key,
     require_user,
@@ -45,6 +41,7 @@ from domain.access import Permission
 from domain.codec import decode_command
 from domain.errors import Forbidden, NotFound
 from domain.organization import Expiry, Name
+from domain.paging import Page, after, check_limit, page_of
 from schema.pg import Connection
 
 BASE = "/api/v1/tokens"
@@ -164,10 +161,12 @@ def _view(row: Any) -> TokenView:
 
 
 @get(BASE, summary="Your personal access tokens (not revoked); never the token itself")
-async def list_tokens(request: AnyRequest, limit: Limit = None, cursor: Cursor = None) -> Page:
+async def list_tokens(
+    request: AnyRequest, limit: Limit = None, cursor: Cursor = None
+) -> Page[TokenView]:
     principal = require_user(request.user)
     size = check_limit(limit)
-    after_at, after_id = decode_cursor(cursor)
+    after_at, after_id = after(cursor)
     rows = await pool_of(request).fetch(
         """
         SELECT id, name, prefix, scopes, created_at, expires_at, last_used_at

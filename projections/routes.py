@@ -20,9 +20,9 @@ from litestar.params import FromPath, QueryParameter
 from domain.access import Membership, Permission, ResourcePath, decide, require_decision
 from domain.errors import DomainError, FieldError, Forbidden, NotFound
 from domain.organization import ROLES, Role
+from domain.paging import Page, after, check_limit, page_of
 from domain.principal import Principal
 from projections.feed import PgFeed
-from projections.paging import Page, check_limit, decode_cursor, encode_cursor
 from projections.runner import wait_for_position
 from projections.tenancy import (
     NAME,
@@ -101,21 +101,6 @@ def _etag(revision: int) -> dict[str, str]:
     return {"ETag": f'"{revision}"'}
 
 
-def _page(rows: list[Any], limit: int, build: Any) -> Page[Any]:
-    items = [build(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    last = rows[limit - 1] if more else None
-    return Page(
-        items=items,
-        next_cursor=encode_cursor(last["created_at"], last["id"]) if last is not None else None,
-    )
-
-
-def _after(cursor: str | None) -> tuple[Any, Any]:
-    key = decode_cursor(cursor)
-    return (None, None) if key is None else key
-
-
 @get("/api/v1/orgs", summary="Organizations you are a member of")
 async def list_organizations(
     request: AnyRequest,
@@ -125,7 +110,7 @@ async def list_organizations(
 ) -> Page[OrganizationView]:
     pool = await _ready(request, min_position)
     size = check_limit(limit)
-    after_at, after_id = _after(cursor)
+    after_at, after_id = after(cursor)
     principal = request.user
     # An org API key sees its own organization; a user those it is a member of.
     rows = await pool.fetch(
@@ -144,7 +129,7 @@ async def list_organizations(
         size + 1,
         principal.org_id if principal.kind == "api_key" else None,
     )
-    return _page(rows, size, org_from_row)
+    return page_of(rows, size, org_from_row)
 
 
 @get(ORG, summary="An organization")
@@ -169,7 +154,7 @@ async def list_projects(
     pool = await _ready(request, min_position)
     await _authorize(pool, request.user, org_id, Permission.VIEW_PROJECT)
     size = check_limit(limit)
-    after_at, after_id = _after(cursor)
+    after_at, after_id = after(cursor)
     rows = await pool.fetch(
         """
         SELECT * FROM project_view
@@ -182,7 +167,7 @@ async def list_projects(
         after_id,
         size + 1,
     )
-    return _page(rows, size, project_from_row)
+    return page_of(rows, size, project_from_row)
 
 
 async def _project_row(pool: asyncpg.Pool, org_id: uuid.UUID, project_id: uuid.UUID) -> Any:
@@ -222,7 +207,7 @@ async def list_environments(
     await _authorize(pool, request.user, org_id, Permission.VIEW_ENVIRONMENT)
     await _project_row(pool, org_id, project_id)
     size = check_limit(limit)
-    after_at, after_id = _after(cursor)
+    after_at, after_id = after(cursor)
     rows = await pool.fetch(
         """
         SELECT * FROM environment_view
@@ -235,7 +220,7 @@ async def list_environments(
         after_id,
         size + 1,
     )
-    return _page(rows, size, environment_from_row)
+    return page_of(rows, size, environment_from_row)
 
 
 @get(PROJECT + "/environments/{env_id:uuid}", summary="An environment")

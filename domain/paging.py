@@ -2,14 +2,17 @@
 
 The cursor encodes the sort key of the last item returned (created_at, id),
 so pages stay stable while rows are added, and a tampered cursor is a 422.
+Pure, so that the write side's credential lists and the read side's query
+routes (which may not import each other) page the same way.
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
@@ -60,3 +63,19 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
             errors=(FieldError("query.cursor", "use next_cursor from a previous page"),),
         ) from None
     return key.created_at, key.id
+
+
+def after(cursor: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    """The (created_at, id) to continue after, or (None, None) for the first page."""
+    key = decode_cursor(cursor)
+    return (None, None) if key is None else key
+
+
+def page_of(rows: Sequence[Any], limit: int, build: Callable[[Any], T]) -> Page[T]:
+    """``rows`` fetched with ``LIMIT limit + 1``, ordered by (created_at, id)."""
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return Page(
+        items=[build(r) for r in rows[:limit]],
+        next_cursor=encode_cursor(last["created_at"], last["id"]) if last is not None else None,
+    )
