@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-import asyncpg
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -38,6 +37,7 @@ from commands.credentials import (
     touch_token,
 )
 from domain.principal import Principal
+from schema.pg import AnyPool
 
 PUBLIC_PATHS = ("/healthz", "/readyz", "/metrics", "/schema")
 
@@ -95,7 +95,7 @@ def _check_live(expires_at: datetime | None, revoked_at: datetime | None, now: d
 class PersonalAccessTokens:
     family = "personal_access_token"
 
-    def __init__(self, pool: asyncpg.Pool, clock: Clock = utc_now) -> None:
+    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
         self.pool = pool
         self.clock = clock
 
@@ -120,7 +120,7 @@ class PersonalAccessTokens:
 class OrgApiKeys:
     family = "org_api_key"
 
-    def __init__(self, pool: asyncpg.Pool, clock: Clock = utc_now) -> None:
+    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
         self.pool = pool
         self.clock = clock
 
@@ -146,7 +146,7 @@ class OrgApiKeys:
 class Sessions:
     family = "session"
 
-    def __init__(self, pool: asyncpg.Pool, clock: Clock = utc_now) -> None:
+    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
         self.pool = pool
         self.clock = clock
 
@@ -162,7 +162,7 @@ class Sessions:
         return Principal(kind="user", id=record.user_id, credential_id=record.id, family="session")
 
 
-def standard_authenticators(pool: asyncpg.Pool, clock: Clock = utc_now) -> dict[str, Authenticator]:
+def standard_authenticators(pool: AnyPool, clock: Clock = utc_now) -> dict[str, Authenticator]:
     """The user and org credential families, keyed by prefix."""
     return {
         SESSION_PREFIX: Sessions(pool, clock),

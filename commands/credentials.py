@@ -21,11 +21,10 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Final
 
-import asyncpg
 import msgspec
 
 from domain.errors import FieldError, InvalidInput
-from schema.pg import Connection
+from schema.pg import AnyPool, Connection
 
 PAT_PREFIX: Final = "byp_"
 API_KEY_PREFIX: Final = "byo_"
@@ -139,7 +138,7 @@ async def store_token(
     )
 
 
-async def find_token(pool: asyncpg.Pool, token: str) -> TokenRecord | None:
+async def find_token(pool: AnyPool, token: str) -> TokenRecord | None:
     digest = hash_token(token)
     row = await pool.fetchrow(
         """
@@ -161,13 +160,13 @@ async def find_token(pool: asyncpg.Pool, token: str) -> TokenRecord | None:
     )
 
 
-async def touch_token(pool: asyncpg.Pool, record: TokenRecord, now: datetime) -> None:
+async def touch_token(pool: AnyPool, record: TokenRecord, now: datetime) -> None:
     """Record last use, at most once a minute per token (no write per request)."""
     await _touch(pool, "personal_access_tokens", record.id, record.last_used_at, now)
 
 
 async def _touch(
-    pool: asyncpg.Pool, table: str, id_: uuid.UUID, last_used_at: datetime | None, now: datetime
+    pool: AnyPool, table: str, id_: uuid.UUID, last_used_at: datetime | None, now: datetime
 ) -> None:
     if last_used_at is not None and now - last_used_at < LAST_USED_GRANULARITY:
         return
@@ -207,7 +206,7 @@ async def store_api_key(
     )
 
 
-async def find_api_key(pool: asyncpg.Pool, key: str) -> ApiKeyRecord | None:
+async def find_api_key(pool: AnyPool, key: str) -> ApiKeyRecord | None:
     digest = hash_token(key)
     row = await pool.fetchrow(
         """
@@ -228,7 +227,7 @@ async def find_api_key(pool: asyncpg.Pool, key: str) -> ApiKeyRecord | None:
     )
 
 
-async def touch_api_key(pool: asyncpg.Pool, record: ApiKeyRecord, now: datetime) -> None:
+async def touch_api_key(pool: AnyPool, record: ApiKeyRecord, now: datetime) -> None:
     await _touch(pool, "org_api_keys", record.id, record.last_used_at, now)
 
 
@@ -236,7 +235,7 @@ async def touch_api_key(pool: asyncpg.Pool, record: ApiKeyRecord, now: datetime)
 
 
 async def store_session(
-    conn: Connection | asyncpg.Pool,
+    conn: Connection | AnyPool,
     issued: IssuedToken,
     *,
     user_id: uuid.UUID,
@@ -257,7 +256,7 @@ async def store_session(
     )
 
 
-async def find_session(pool: asyncpg.Pool, token: str) -> SessionRecord | None:
+async def find_session(pool: AnyPool, token: str) -> SessionRecord | None:
     digest = hash_token(token)
     row = await pool.fetchrow(
         """
@@ -277,7 +276,7 @@ async def find_session(pool: asyncpg.Pool, token: str) -> SessionRecord | None:
     )
 
 
-async def touch_session(pool: asyncpg.Pool, record: SessionRecord, now: datetime) -> None:
+async def touch_session(pool: AnyPool, record: SessionRecord, now: datetime) -> None:
     await _touch(pool, "user_sessions", record.id, record.last_used_at, now)
 
 
@@ -368,7 +367,7 @@ async def store_password(conn: Connection, user_id: uuid.UUID, encoded: str, now
     )
 
 
-async def find_password(pool: asyncpg.Pool, email: str) -> tuple[uuid.UUID, str] | None:
+async def find_password(pool: AnyPool, email: str) -> tuple[uuid.UUID, str] | None:
     """(user id, password hash) for a normalized e-mail address with a local password."""
     row = await pool.fetchrow(
         """

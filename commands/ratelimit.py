@@ -48,7 +48,6 @@ import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import asyncpg
 import msgspec
 from litestar.enums import ScopeType
 from litestar.exceptions import TooManyRequestsException
@@ -56,6 +55,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.principal import Principal
+from schema.pg import AnyPool
 
 RouteClass = Literal["default", "auth", "enrollment", "artifact"]
 
@@ -239,7 +239,7 @@ _TAKE = "SELECT admitted, now_ms, buckets, counts FROM rate_limit_take($1, $2, $
 class PgRateLimiter:
     """Windows in PostgreSQL, shared by every process on the database."""
 
-    def __init__(self, pool: asyncpg.Pool, limits: RateLimits) -> None:
+    def __init__(self, pool: AnyPool, limits: RateLimits) -> None:
         self.pool = pool
         self.limits = limits
 

@@ -216,3 +216,8 @@ class LeanPool:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=5)
         self._wake()
+
+
+# Either pool answers the single-statement calls (fetchrow, execute) that
+# authentication, rate limiting and the event store make on every request.
+AnyPool: TypeAlias = "asyncpg.Pool | LeanPool"
