@@ -155,6 +155,12 @@ class LeanPool:
             self._waiters.append(waiter)
             try:
                 await waiter
+            except asyncio.CancelledError:
+                # Woken and cancelled at once: hand the wake-up on, or a
+                # connection could sit idle while another caller waits.
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()
+                raise
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
