@@ -14,7 +14,8 @@ delivery count within the current generation)::
                                    │          └─start(m > n) ──► running (the worker of
                                    │                             attempt n died; redelivered)
                                    │
-                                   └──requeue (generation + 1, attempt 0)── dead_letter | failed
+                                   ├──requeue (generation + 1, attempt 0)── dead_letter | failed
+                                   └──republish (generation + 1, attempt 0)── queued | retrying
 
     dead_letter(n) from queued | running | retrying (the MAX_DELIVERIES advisory:
     every delivery was spent without an outcome being recorded).
@@ -27,6 +28,11 @@ Idempotency, because JetStream redelivers and duplicates are normal:
 - ``start(n)`` with ``n`` at or below an attempt already recorded → StaleAttempt;
 - anything on completed / failed / dead_letter other than the above → JobFinished;
 - other illegal moves → IllegalJobTransition.
+
+``republish`` is the reconciler's: a ``queued`` or ``retrying`` job whose message
+was lost in NATS (a purged stream, unsynced writes) goes out again as a new
+generation, because attempt numbers restart at 1 on a new message (decision
+0004). The new generation gets a fresh attempt budget, as a requeue does.
 
 Every transition is an event, so the audit log shows each attempt, its error
 class and message and the delay chosen before the next one.
@@ -134,6 +140,15 @@ class JobRequeued(Event, tag="job.requeued", frozen=True, kw_only=True):
     generation: int = 1
 
 
+class JobRepublished(Event, tag="job.republished", frozen=True, kw_only=True):
+    """The reconciler sent a ``queued``/``retrying`` job again, as generation ``generation``."""
+
+    by: str
+    job_type: str
+    generation: int
+    was: JobStatus
+
+
 JobEvent = (
     JobQueued
     | JobStarted
@@ -142,6 +157,7 @@ JobEvent = (
     | JobFailed
     | JobDeadLettered
     | JobRequeued
+    | JobRepublished
 )
 EVENTS: Final = (
     JobQueued,
@@ -151,6 +167,7 @@ EVENTS: Final = (
     JobFailed,
     JobDeadLettered,
     JobRequeued,
+    JobRepublished,
 )
 CODEC.register(*EVENTS)
 
@@ -250,7 +267,7 @@ def evolve(state: Job | None, event: JobEvent) -> Job:
                 last_error_message=message,
                 version=version,
             )
-        case JobRequeued(generation=generation):
+        case JobRequeued(generation=generation) | JobRepublished(generation=generation):
             return replace(
                 state,
                 status="queued",
@@ -369,6 +386,25 @@ def requeue(state: Job | None, by: str) -> tuple[JobEvent, ...]:
     if job.status not in ("dead_letter", "failed"):
         raise IllegalJobTransition(job, "requeue")
     return (JobRequeued(by=by, job_type=job.job_type, generation=job.generation + 1),)
+
+
+REPUBLISHABLE: Final[frozenset[JobStatus]] = frozenset({"queued", "retrying"})
+
+
+def republish(state: Job | None, by: str) -> tuple[JobEvent, ...]:
+    """Send a ``queued`` or ``retrying`` job again as a new generation (the reconciler).
+
+    The caller appends this with the version it read: of several reconcilers
+    (or a worker starting the job meanwhile) exactly one moves the stream.
+    """
+    job = _require(state)
+    if job.status in FINISHED:
+        raise JobFinished(job, "republish")
+    if job.status not in REPUBLISHABLE:
+        raise IllegalJobTransition(job, "republish")
+    return (
+        JobRepublished(by=by, job_type=job.job_type, generation=job.generation + 1, was=job.status),
+    )
 
 
 def queued_append(
