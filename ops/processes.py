@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -17,6 +18,7 @@ import uvicorn
 from commands.pgstore import open_store
 from commands.ratelimit import RateLimits
 from projections.feed import PgFeed
+from projections.jobs import JobIndexProjection
 from projections.runner import ProjectionRunner
 from projections.tenancy import TenancyProjection
 from schema.migrate import MigrationError, pending
@@ -130,9 +132,12 @@ async def run_projector(rt: Runtime) -> None:
     )
     listen = _with_role(rt)
     runner = ProjectionRunner(
-        pool, PgFeed(pool, listen_dsn=listen), [TenancyProjection()], lease_dsn=listen
+        pool,
+        PgFeed(pool, listen_dsn=listen),
+        [TenancyProjection(), JobIndexProjection()],
+        lease_dsn=listen,
     )
-    log.info("projector running", extra={"projections": ["tenancy"]})
+    log.info("projector running", extra={"projections": ["tenancy", "job_index"]})
     try:
         await _run_runner(rt, runner, stop)
     finally:
@@ -165,41 +170,62 @@ async def run_relay(rt: Runtime) -> None:
 
 
 async def run_worker(rt: Runtime) -> None:
-    """The worker process: health and metrics on WORKER_BIND_ADDR, NATS connected.
+    """The worker process: job consumers, the dead-letter listener, the reconciler.
 
-    Job consumers (spec_ingest, deploy_bundle_build, ...) register here as the
-    job engine lands (issue 4); until then it holds its NATS connection and
-    serves its operational routes.
+    Health and metrics are served on WORKER_BIND_ADDR. Job types consume once a
+    handler is registered in HANDLERS (spec_ingest, deploy_bundle_build, ...
+    arrive with their issues); the reconciler and the dead-letter listener run
+    regardless, so no queued job is ever stranded.
     """
     from litestar import Litestar
 
     from ops.health import healthz
     from ops.telemetry import metrics
+    from workers.consumer import JobStore, run_workers
+    from workers.reconciler import Reconciler
+    from workers.streams import ensure
 
     stop = stop_event()
-    nc = None
-    if rt.nats_url is not None:
-        connected = await wait_for_nats(rt.nats_url, stop)
-        if connected is None:
-            return
-        nc = connected[0]
+    if rt.nats_url is None:
+        raise SystemExit("the worker needs NATS: set BYTEOR_CLOUD_NATS_URL or start the stack")
+    await require_migrated(rt.database_url)
+    connected = await wait_for_nats(rt.nats_url, stop)
+    if connected is None:
+        return
+    nc, js = connected
+    settings = await ensure(js)
+    pool = await create_pool(
+        rt.database_url, role=rt.db_role, min_size=1, max_size=4, application_name="byteor-worker"
+    )
+    store = open_store(rt.database_url, size=4, role=rt.db_role)
+    jobs = JobStore(store)
     app = Litestar(route_handlers=[healthz, metrics], logging_config=None)
     server = uvicorn.Server(
         uvicorn.Config(
             app, host=rt.worker_host, port=rt.worker_port, log_config=None, access_log=False
         )
     )
-    # From here uvicorn handles SIGINT/SIGTERM (it installs its own handlers).
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(sig)
+    # Our SIGINT/SIGTERM handlers (stop_event) stay in charge: uvicorn must not
+    # capture the signals itself, and is told to exit when ``stop`` is set.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     log.info("worker running", extra={"url": f"http://{rt.worker_host}:{rt.worker_port}"})
     try:
-        await server.serve()
+        async with asyncio.TaskGroup() as group:
+            serving = group.create_task(server.serve())
+            group.create_task(run_workers(jobs, js, settings, HANDLERS, stop))
+            group.create_task(Reconciler(pool, jobs, js).run(stop))
+            await stop.wait()
+            server.should_exit = True
+            await serving
     finally:
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.drain()
+        await store.close()
+        await pool.close()
+        with contextlib.suppress(Exception):
+            await nc.drain()
+
+
+# Job handlers by job type; each issue that brings a job type registers it here.
+HANDLERS: dict[str, Any] = {}
 
 
 def _with_role(rt: Runtime) -> str:
