@@ -170,19 +170,23 @@ async def run_relay(rt: Runtime) -> None:
 
 
 async def run_worker(rt: Runtime) -> None:
-    """The worker process: job consumers, the dead-letter listener, the reconciler.
+    """The worker process: job consumers, dead-letter listener, reconciler, scheduler.
 
     Health and metrics are served on WORKER_BIND_ADDR. Job types consume once a
     handler is registered in HANDLERS (spec_ingest, deploy_bundle_build, ...
     arrive with their issues); the reconciler and the dead-letter listener run
-    regardless, so no queued job is ever stranded.
+    regardless, so no queued job is ever stranded. The scheduler queues the
+    periodic jobs (retention, metering) once per period, however many workers
+    run, for the job types that have a handler.
     """
     from litestar import Litestar
 
+    from domain.schedule import DEFAULT_SCHEDULES
     from ops.health import healthz
     from ops.telemetry import metrics
     from workers.consumer import JobStore, run_workers
     from workers.reconciler import Reconciler
+    from workers.scheduler import Scheduler
     from workers.streams import ensure
 
     stop = stop_event()
@@ -214,6 +218,10 @@ async def run_worker(rt: Runtime) -> None:
             serving = group.create_task(server.serve())
             group.create_task(run_workers(jobs, js, settings, HANDLERS, stop))
             group.create_task(Reconciler(pool, jobs, js).run(stop))
+            # Only job types with a handler: a queued job nobody consumes would be
+            # republished by the reconciler every grace period, forever.
+            scheduled = [s for s in DEFAULT_SCHEDULES if s.job_type in HANDLERS]
+            group.create_task(Scheduler(jobs, scheduled, settings).run(stop))
             await stop.wait()
             server.should_exit = True
             await serving
