@@ -388,6 +388,24 @@ def requeue(state: Job | None, by: str) -> tuple[JobEvent, ...]:
     return (JobRequeued(by=by, job_type=job.job_type, generation=job.generation + 1),)
 
 
+def requeue_append(state: Job | None, version: int, by: str) -> tuple[Job, StreamAppend]:
+    """``requeue`` as an append at the ``version`` the state was read at, with the new state.
+
+    Shared by the API's retry route and the operator CLI (``byteor-cloud jobs retry``).
+    """
+    events = requeue(state, by)
+    job = _require(state)
+    for event in events:
+        job = evolve(job, event)
+    append = StreamAppend(
+        stream_id=stream_id(job.id),
+        stream_type=STREAM_TYPE,
+        expected_version=version,
+        events=tuple(CODEC.encode(e) for e in events),
+    )
+    return job, append
+
+
 REPUBLISHABLE: Final[frozenset[JobStatus]] = frozenset({"queued", "retrying"})
 
 

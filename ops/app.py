@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from commands import api_keys as api_key_commands
+from commands import jobs as job_commands
 from commands import me as me_route
 from commands import sessions as session_commands
 from commands import tenancy as tenancy_commands
@@ -30,6 +31,7 @@ from commands.ratelimit import PgRateLimiter, RateLimitMiddleware, RateLimits
 from domain.codec import default_codec
 from ops.health import healthz, readyz
 from ops.telemetry import CountingStore, metrics
+from projections import job_routes as job_queries
 from projections import routes as tenancy_queries
 from projections.feed import PgFeed
 
@@ -77,7 +79,9 @@ def create_app(
             *token_commands.ROUTES,
             *api_key_commands.ROUTES,
             *session_commands.ROUTES,
+            *job_commands.ROUTES,
             *tenancy_queries.ROUTES,
+            *job_queries.ROUTES,
             healthz,
             readyz,
             metrics,

@@ -5,6 +5,9 @@
     byteor-cloud migrate
     byteor-cloud stack start|stop|status
     byteor-cloud admin create-user --email E --org NAME [--password-stdin]
+    byteor-cloud jobs list [--org ID] [--state S] [--type T] [--limit N]
+    byteor-cloud jobs show ID
+    byteor-cloud jobs retry ID
 
 Configuration comes from BYTEOR_CLOUD_* variables (ops/config.py). Any service
 URL left unset is taken from the embedded stack under BYTEOR_CLOUD_HOME.
@@ -165,6 +168,175 @@ def cmd_create_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """Rows under their headers, columns padded to their widest cell."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(headers, widths, strict=True)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _uuid_arg(value: str) -> Any:
+    import uuid
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {value!r}") from None
+
+
+def _with_pool(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
+    from schema.pg import create_pool
+
+    rt = resolve_runtime(settings)
+
+    async def go() -> Any:
+        from ops.processes import NotMigrated, require_migrated
+
+        try:
+            await require_migrated(rt.database_url)
+        except NotMigrated as exc:
+            raise CliError(str(exc)) from exc
+        pool = await create_pool(rt.database_url, role=rt.db_role, min_size=1, max_size=2)
+        try:
+            return await work(pool)
+        finally:
+            await pool.close()
+
+    return asyncio.run(go())
+
+
+def cmd_jobs_list(settings: Settings, args: argparse.Namespace) -> int:
+    from domain.job import STATUSES
+
+    if args.state is not None and args.state not in STATUSES:
+        raise CliError(f"--state: one of {', '.join(STATUSES)}")
+
+    async def work(pool: Any) -> Any:
+        return await pool.fetch(
+            """
+            SELECT * FROM job_index
+            WHERE ($1::uuid IS NULL OR org_id = $1)
+              AND ($2::text IS NULL OR status = $2)
+              AND ($3::text IS NULL OR job_type = $3)
+            ORDER BY created_at DESC, job_id LIMIT $4
+            """,
+            args.org,
+            args.state,
+            args.type,
+            args.limit,
+        )
+
+    rows = _with_pool(settings, work)
+    if not rows:
+        print("no jobs")
+        return 0
+    print(
+        _table(
+            ["JOB", "TYPE", "STATE", "GEN", "ORG", "CREATED", "UPDATED"],
+            [
+                [
+                    str(r["job_id"]),
+                    r["job_type"],
+                    r["status"],
+                    str(r["generation"]),
+                    str(r["org_id"] or "-"),
+                    _when(r["created_at"]),
+                    _when(r["updated_at"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_jobs_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(pool: Any) -> Any:
+        row = await pool.fetchrow("SELECT * FROM job_index WHERE job_id = $1", args.job_id)
+        attempts = await pool.fetch(
+            "SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY generation, attempt",
+            args.job_id,
+        )
+        return row, attempts
+
+    row, attempts = _with_pool(settings, work)
+    if row is None:
+        raise CliError(f"job {args.job_id} not found (in the job index)")
+    print(f"job:         {row['job_id']}")
+    print(f"type:        {row['job_type']}")
+    print(f"state:       {row['status']}")
+    print(f"generation:  {row['generation']}")
+    print(f"org:         {row['org_id'] or '-'}")
+    print(f"created:     {_when(row['created_at'])}")
+    print(f"updated:     {_when(row['updated_at'])}")
+    print(f"due:         {_when(row['due_at'])}")
+    if not attempts:
+        print("attempts:    none")
+        return 0
+    print("attempts:")
+    print(
+        _table(
+            ["GEN", "ATTEMPT", "STARTED", "FINISHED", "OUTCOME", "ERROR"],
+            [
+                [
+                    str(a["generation"]),
+                    str(a["attempt"]),
+                    _when(a["started_at"]),
+                    _when(a["finished_at"]),
+                    a["outcome"] or "-",
+                    f"{a['error_class']}: {a['error_message']}" if a["error_class"] else "-",
+                ]
+                for a in attempts
+            ],
+        )
+    )
+    return 0
+
+
+def cmd_jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-queue a dead_letter/failed job from its stream (not the read table),
+    audited as job.requeued with a system actor naming the operator's login."""
+    import getpass
+    import uuid
+
+    from commands.pgstore import PgEventStore
+    from domain import job as job_mod
+    from domain.codec import default_codec
+    from domain.envelope import Actor, Metadata
+    from domain.errors import DomainError
+
+    actor = Actor(kind="system", id=f"cli:{getpass.getuser()}")
+
+    async def work(pool: Any) -> Any:
+        store = PgEventStore(pool)
+        codec = default_codec()
+        records = await store.read_stream(job_mod.stream_id(args.job_id))
+        state = job_mod.fold(codec.decode_recorded(r) for r in records)
+        version = records[-1].stream_version if records else 0
+        job, append = job_mod.requeue_append(state, version, by=actor.id)
+        meta = Metadata(
+            actor=actor,
+            tenant_id=records[0].tenant_id,
+            correlation_id=uuid.uuid4(),
+            recorded_at=datetime.now(UTC),
+        )
+        await store.append([append], meta)
+        return job
+
+    try:
+        job = _with_pool(settings, work)
+    except DomainError as exc:
+        raise CliError(f"cannot retry job {args.job_id}: {exc.detail} ({exc.code})") from exc
+    print(f"job {job.id} ({job.job_type}) re-queued as generation {job.generation}")
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from ops.up import run_up
 
@@ -227,6 +399,38 @@ def build_parser() -> argparse.ArgumentParser:
         "scrypt hash; log in with POST /auth/login",
     )
     create.set_defaults(func=cmd_create_user)
+
+    jobs = sub.add_parser(
+        "jobs",
+        help="inspect and re-queue background jobs",
+        description="Read the job index and attempt history, or re-queue a dead-lettered "
+        "or failed job; works directly on the database (BYTEOR_CLOUD_DATABASE_URL or the "
+        "embedded stack).",
+    )
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
+    jobs_list = jobs_sub.add_parser(
+        "list", help="list jobs, newest first", description="List jobs, newest first."
+    )
+    jobs_list.add_argument("--org", type=_uuid_arg, help="only this organization's jobs")
+    jobs_list.add_argument("--state", help="only jobs in this state (e.g. dead_letter)")
+    jobs_list.add_argument("--type", help="only jobs of this type")
+    jobs_list.add_argument("--limit", type=int, default=100, help="at most N jobs (default 100)")
+    jobs_list.set_defaults(func=cmd_jobs_list)
+    jobs_show = jobs_sub.add_parser(
+        "show",
+        help="one job and its attempt history",
+        description="One job from the job index with every attempt of every generation.",
+    )
+    jobs_show.add_argument("job_id", metavar="ID", type=_uuid_arg, help="the job's id")
+    jobs_show.set_defaults(func=cmd_jobs_show)
+    jobs_retry = jobs_sub.add_parser(
+        "retry",
+        help="re-queue a dead_letter or failed job",
+        description="Append job.requeued (a new generation with a fresh attempt budget); "
+        "the relay publishes it to jobs.<type>. Refused for any other state.",
+    )
+    jobs_retry.add_argument("job_id", metavar="ID", type=_uuid_arg, help="the job's id")
+    jobs_retry.set_defaults(func=cmd_jobs_retry)
     return parser
 
 

@@ -37,6 +37,11 @@ PROJECTION_LAG_SECONDS = Gauge(
 PROJECTION_APPLIED = Gauge(
     "byteor_projection_events_applied", "Events applied by a projection in total", ["projection"]
 )
+JOBS = Gauge(
+    "byteor_jobs",
+    "Jobs in the job index by type and state (refreshed at scrape)",
+    ["job_type", "state"],
+)
 
 _LAG = """
 SELECT c.name, c.events_applied,
@@ -61,6 +66,20 @@ async def projection_lag(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         PROJECTION_LAG_SECONDS.labels(row["name"]).set(age)
         PROJECTION_APPLIED.labels(row["name"]).set(int(row["events_applied"]))
         out.append({"projection": row["name"], "lag_events": behind, "lag_seconds": round(age, 3)})
+    return out
+
+
+async def job_counts(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """Set ``byteor_jobs{job_type, state}`` from job_index; a pair no job is in any
+    more drops out (its series would otherwise keep the last count)."""
+    rows = await pool.fetch(
+        "SELECT job_type, status, count(*) AS n FROM job_index GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    JOBS.clear()
+    out = []
+    for row in rows:
+        JOBS.labels(row["job_type"], row["status"]).set(int(row["n"]))
+        out.append({"job_type": row["job_type"], "state": row["status"], "count": int(row["n"])})
     return out
 
 
@@ -97,11 +116,14 @@ class CountingStore:
 
 @get("/metrics", include_in_schema=False)
 async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus text format; projection lag is refreshed from the database first."""
+    """Prometheus text format; projection lag and job counts are refreshed from the
+    database first."""
     pool = getattr(request.app.state, "pool", None)
     if pool is not None:
         with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             await projection_lag(pool)
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await job_counts(pool)
     return Response(
         content=generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST, status_code=200
     )

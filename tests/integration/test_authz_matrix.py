@@ -29,12 +29,14 @@ from litestar.routes import HTTPRoute
 from commands.bootstrap import create_user
 from commands.pgstore import PgEventStore
 from commands.ratelimit import RateLimits
+from domain import job as job_mod
 from domain import organization as org_mod
 from domain.access import Permission
 from domain.codec import default_codec
 from domain.envelope import SYSTEM, Metadata, StreamAppend
 from ops.app import create_app
 from projections.feed import PgFeed
+from projections.jobs import JobIndexProjection
 from projections.runner import wait_for_position
 from projections.tenancy import NAME as TENANCY
 
@@ -84,6 +86,7 @@ class Rule:
 ORG = "/api/v1/orgs/{org_id:uuid}"
 PROJECT = ORG + "/projects/{project_id:uuid}"
 ENV = PROJECT + "/environments/{env_id:uuid}"
+JOB = ORG + "/jobs/{job_id:uuid}"
 
 TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/me"): Rule("authenticated"),
@@ -110,6 +113,10 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/tokens/{token_id:uuid}"): Rule("user"),
     ("POST", "/auth/login"): Rule("public"),
     ("POST", "/auth/logout"): Rule("session"),
+    ("GET", ORG + "/jobs"): Rule("org", P.VIEW_ORG),
+    ("GET", JOB): Rule("org", P.VIEW_ORG),
+    # Re-queueing a job is an operation at the organization's scope (commands/jobs.py).
+    ("POST", JOB + "/retry"): Rule("org", P.OPERATE_PROJECT),
 }
 
 # Cells where the application is known to disagree with DOMAIN.md:
@@ -302,10 +309,32 @@ class World:
         self.ids = await self.tree(self.org)
         self.ids["key_id"] = str(uuid.uuid4())
         self.ids["token_id"] = str(uuid.uuid4())
+        self.ids["job_id"] = await self.failed_job(self.org)
 
         # Queries read projections: wait until they include every write above.
         head = await self.pool.fetchval("SELECT max(position) FROM events")
         assert await wait_for_position(self.pool, PgFeed(self.pool), TENANCY, head, 10.0)
+
+    async def failed_job(self, org_id: str) -> str:
+        """A failed job of the organization, in the job index (the projection is
+        applied here directly: the matrix's projector runs the tenancy one only)."""
+        job_id = uuid.uuid4()
+        events = list(job_mod.queue(None, job_id=job_id, job_type="matrix", max_attempts=1))
+        events += job_mod.start(job_mod.fold(events), 1)
+        events += job_mod.fail_permanent(job_mod.fold(events), 1, "Broken", "always")
+        append = StreamAppend(
+            stream_id=job_mod.stream_id(job_id),
+            stream_type=job_mod.STREAM_TYPE,
+            expected_version=0,
+            events=tuple(self.codec.encode(e) for e in events),
+        )
+        meta = Metadata(actor=SYSTEM, tenant_id=uuid.UUID(org_id), correlation_id=uuid.uuid4())
+        await self.store.append([append], meta)
+        projection = JobIndexProjection()
+        async with self.pool.acquire() as conn:
+            for record in await self.store.read_stream(job_mod.stream_id(job_id)):
+                await projection.apply(conn, record)
+        return str(job_id)
 
     async def tree(self, org_id: str) -> dict[str, str]:
         base = f"/api/v1/orgs/{org_id}/projects"
@@ -364,6 +393,8 @@ class World:
             # A user revokes one of its own tokens: issue it with the same credential.
             mine = await self.ok("POST", "/api/v1/tokens", auth, {"name": unique("tok")})
             ids["token_id"] = mine["id"]
+        elif key == ("POST", JOB + "/retry") and allowed:
+            ids["job_id"] = await self.failed_job(self.org)
         elif key == ("POST", "/auth/logout") and allowed:
             assert who.email is not None
             auth = bearer(await self.login(who.email))
