@@ -16,7 +16,7 @@ the time is that of parsing and rejecting it): µs per key should stay roughly
 flat from 100 keys up, i.e. time grows linearly with the key count.
 
 The end-to-end ingest latency (``ingest_p99_ms``: API → job engine → version)
-needs the job engine, which does not exist yet; it is printed as ``null``.
+needs the spec_ingest job and drafts over HTTP (not built yet); it is printed as ``null``.
 The last line is one JSON object for the lead's report.
 """
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             " (1.0 is perfectly linear)"
         )
 
-    note = "spec_ingest end-to-end latency needs the job engine, which does not exist yet"
+    note = "spec_ingest latency needs the spec_ingest job and drafts over HTTP (not built yet)"
     print(f"\ningest_p99_ms: null ({note})")
     print(
         json.dumps(
