@@ -217,7 +217,7 @@ async def run_worker(rt: Runtime) -> None:
         async with asyncio.TaskGroup() as group:
             serving = group.create_task(server.serve())
             group.create_task(run_workers(jobs, js, settings, HANDLERS, stop))
-            group.create_task(Reconciler(pool, jobs, js).run(stop))
+            group.create_task(Reconciler(pool, jobs, js, job_types=HANDLERS.keys()).run(stop))
             # Only job types with a handler: a queued job nobody consumes would be
             # republished by the reconciler every grace period, forever.
             scheduled = [s for s in DEFAULT_SCHEDULES if s.job_type in HANDLERS]

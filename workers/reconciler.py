@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -54,6 +55,7 @@ BY = "reconciler"
 _OVERDUE = """
 SELECT job_id FROM job_index
 WHERE status IN ('queued', 'retrying') AND due_at <= $1
+  AND ($3::text[] IS NULL OR job_type = ANY($3))
 ORDER BY due_at
 LIMIT $2
 """
@@ -87,7 +89,14 @@ class Reconciler:
         interval_s: float = 30.0,
         batch_size: int = 500,
         concurrency: int = 16,
+        job_types: Collection[str] | None = None,
     ) -> None:
+        """``job_types``: only these (the types some worker consumes); None = all.
+
+        A job whose type nobody consumes would otherwise be republished every
+        grace period, one ``job.republished`` event each time, for ever.
+        """
+        self.job_types = sorted(job_types) if job_types is not None else None
         self.pool = pool
         self.jobs = jobs
         self.js = js
@@ -102,7 +111,7 @@ class Reconciler:
         now = now or datetime.now(UTC)
         limit = now - timedelta(seconds=self.grace_s)
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(_OVERDUE, limit, self.batch_size)
+            rows = await conn.fetch(_OVERDUE, limit, self.batch_size, self.job_types)
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(job_id: uuid.UUID) -> Result:

@@ -324,3 +324,19 @@ async def test_a_retrying_job_whose_message_was_purged_runs_again_as_a_new_gener
         "job.completed",
     ]
     assert await stack.pool.fetchval("SELECT generation FROM reconcile_effects") == 1
+
+
+async def test_a_reconciler_leaves_alone_job_types_it_was_not_given(stack: Stack) -> None:
+    """A job nobody consumes is not republished every grace period for ever."""
+    stack.runner(JobIndexProjection())
+    job_id, _ = await enqueue(stack.store, meta(), job_type="later", max_attempts=3)
+    await stack.caught_up(JobIndexProjection.name)
+    later = datetime.now(UTC) + timedelta(seconds=600)
+
+    others_only = Reconciler(stack.pool, stack.jobs, stack.js, grace_s=5.0, job_types={"other"})
+    assert await others_only.step(later) == 0
+    versions = [r.event_type for r in await stack.store.read_stream(job.stream_id(job_id))]
+    assert versions == ["job.queued"]
+
+    everything = Reconciler(stack.pool, stack.jobs, stack.js, grace_s=5.0)
+    assert await everything.step(later) == 1
