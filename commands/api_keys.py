@@ -23,14 +23,13 @@ from litestar import Response, delete, get, post
 from litestar.params import FromPath, QueryParameter
 
 from commands.credentials import API_KEY_PREFIX, check_expiry, mint_token, store_api_key
+from commands.execution import deps_of, stream_append
 from commands.identity import (
     AnyRequest,
     Written,
     commit,
-    deps_of,
     pool_of,
     refuse_idempotency_key,
-    stream_append,
 )
 from commands.tenancy import ORG, authorize, load_org
 from domain import organization as org_mod

@@ -90,6 +90,27 @@ async def load(
     )
 
 
+def deps_of(request: Request[Any, Any, Any]) -> CommandDeps:
+    deps: CommandDeps = request.app.state.command_deps
+    return deps
+
+
+def stream_append(
+    deps: CommandDeps, stream_id: str, stream_type: str, version: int, events: Sequence[Any]
+) -> list[StreamAppend]:
+    """``events`` (domain events) encoded as one append at ``version``; none → nothing."""
+    if not events:
+        return []
+    return [
+        StreamAppend(
+            stream_id=stream_id,
+            stream_type=stream_type,
+            expected_version=version,
+            events=tuple(deps.codec.encode(e) for e in events),
+        )
+    ]
+
+
 def etag_of(version: int) -> str:
     return f'"{version}"'
 

@@ -22,10 +22,9 @@ import msgspec
 from litestar import Request, Response
 from litestar.datastructures import State
 
-from commands.execution import POSITION_HEADER, CommandDeps, correlation_id
+from commands.execution import POSITION_HEADER, correlation_id, deps_of
 from commands.pgstore import PgEventStore
 from commands.store import ConcurrencyError
-from domain.codec import Event
 from domain.envelope import Actor, Metadata, StreamAppend
 from domain.errors import FieldError, Forbidden, InvalidInput
 from domain.principal import Principal
@@ -39,11 +38,6 @@ class Written(msgspec.Struct, frozen=True, kw_only=True):
     tenant_id: uuid.UUID | None
     status_code: int
     body: Any  # msgspec-encodable, or None for 204
-
-
-def deps_of(request: AnyRequest) -> CommandDeps:
-    deps: CommandDeps = request.app.state.command_deps
-    return deps
 
 
 def pool_of(request: AnyRequest) -> asyncpg.Pool:
@@ -66,21 +60,6 @@ def refuse_idempotency_key(request: AnyRequest) -> None:
             code="idempotency_key_unsupported",
             errors=(FieldError("header.Idempotency-Key", "not supported on this route"),),
         )
-
-
-def stream_append(
-    deps: CommandDeps, stream_id: str, stream_type: str, version: int, events: Sequence[Event]
-) -> list[StreamAppend]:
-    if not events:
-        return []
-    return [
-        StreamAppend(
-            stream_id=stream_id,
-            stream_type=stream_type,
-            expected_version=version,
-            events=tuple(deps.codec.encode(e) for e in events),
-        )
-    ]
 
 
 async def commit(

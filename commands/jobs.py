@@ -25,8 +25,8 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 from litestar.params import FromPath
 
-from commands.execution import Outcome, check_if_match, etag_of, execute
-from commands.tenancy import ORG, authorize, deps_of, load_org
+from commands.execution import Outcome, check_if_match, deps_of, etag_of, execute
+from commands.tenancy import ORG, authorize, load_org
 from domain import job as job_mod
 from domain.access import Permission
 from domain.errors import NotFound

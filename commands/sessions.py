@@ -40,8 +40,8 @@ from commands.credentials import (
     store_session,
     verify_password,
 )
-from commands.execution import load
-from commands.identity import AnyRequest, Written, commit, deps_of, pool_of, stream_append
+from commands.execution import deps_of, load, stream_append
+from commands.identity import AnyRequest, Written, commit, pool_of
 from domain import user as user_mod
 from domain.codec import decode_command
 from domain.envelope import Actor

@@ -21,9 +21,11 @@ from commands.execution import (
     Loaded,
     Outcome,
     check_if_match,
+    deps_of,
     etag_of,
     execute,
     load,
+    stream_append,
 )
 from commands.views import environment_view, organization_view, project_view
 from domain import environment as env_mod
@@ -38,7 +40,6 @@ from domain.access import (
     require_decision,
 )
 from domain.codec import Event, decode_command
-from domain.envelope import StreamAppend
 from domain.errors import Forbidden
 from domain.principal import Principal
 
@@ -49,26 +50,6 @@ ENVIRONMENT = PROJECT + "/environments/{env_id:uuid}"
 
 AnyRequest = Request[Principal, Any, State]
 _NO_ORG = uuid.UUID(int=0)
-
-
-def deps_of(request: AnyRequest) -> CommandDeps:
-    deps: CommandDeps = request.app.state.command_deps
-    return deps
-
-
-def appended(
-    deps: CommandDeps, stream_id: str, stream_type: str, version: int, events: Sequence[Event]
-) -> list[StreamAppend]:
-    if not events:
-        return []
-    return [
-        StreamAppend(
-            stream_id=stream_id,
-            stream_type=stream_type,
-            expected_version=version,
-            events=tuple(deps.codec.encode(e) for e in events),
-        )
-    ]
 
 
 async def load_org(deps: CommandDeps, org_id: uuid.UUID) -> Loaded[org_mod.Organization]:
@@ -123,7 +104,7 @@ def updated(
     for event in events:
         state = module.evolve(state, event)
     return Outcome(
-        appends=appended(deps, loaded.stream_id, module.STREAM_TYPE, loaded.version, events),
+        appends=stream_append(deps, loaded.stream_id, module.STREAM_TYPE, loaded.version, events),
         tenant_id=tenant_id,
         status_code=200,
         body=view(state, loaded.created_at or now, now if events else (loaded.updated_at or now)),
@@ -141,7 +122,7 @@ def deleted(
     tenant_id: uuid.UUID,
 ) -> Outcome:
     return Outcome(
-        appends=appended(deps, loaded.stream_id, module.STREAM_TYPE, loaded.version, events),
+        appends=stream_append(deps, loaded.stream_id, module.STREAM_TYPE, loaded.version, events),
         tenant_id=tenant_id,
         status_code=204,
         body=None,
@@ -165,7 +146,7 @@ async def create_organization(request: AnyRequest) -> Response[bytes]:
         state = org_mod.fold(events)
         assert state is not None
         return Outcome(
-            appends=appended(deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, 0, events),
+            appends=stream_append(deps, org_mod.stream_id(org_id), org_mod.STREAM_TYPE, 0, events),
             tenant_id=org_id,
             status_code=201,
             body=organization_view(state, now, now),
@@ -220,7 +201,7 @@ async def create_project(request: AnyRequest, org_id: FromPath[uuid.UUID]) -> Re
         state = project_mod.fold(events)
         assert state is not None
         return Outcome(
-            appends=appended(
+            appends=stream_append(
                 deps, project_mod.stream_id(project_id), project_mod.STREAM_TYPE, 0, events
             ),
             tenant_id=org_id,
@@ -300,7 +281,7 @@ async def create_environment(
         state = env_mod.fold(events)
         assert state is not None
         return Outcome(
-            appends=appended(deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, 0, events),
+            appends=stream_append(deps, env_mod.stream_id(env_id), env_mod.STREAM_TYPE, 0, events),
             tenant_id=org_id,
             status_code=201,
             body=environment_view(state, now, now),

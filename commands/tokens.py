@@ -25,16 +25,14 @@ from litestar import Response, delete, get, post
 from litestar.params import FromPath, QueryParameter
 
 from commands.credentials import PAT_PREFIX, check_expiry, mint_token, store_token
-from commands.execution import load
+from commands.execution import deps_of, load, stream_append
 from commands.identity import (
     AnyRequest,
     Written,
     commit,
-    deps_of,
     pool_of,
     refuse_idempotency_key,
     require_user,
-    stream_append,
 )
 from domain import user as user_mod
 from domain.access import Permission
