@@ -129,8 +129,7 @@ class RecordedEvent(msgspec.Struct, frozen=True):
 EVENT_COLUMNS = (
     "position, transaction_id, event_id, stream_id, stream_type, stream_version, "
     "event_type, schema_version, payload, tenant_id, actor_kind, actor_id, "
-    "correlation_id, causation_id, command_id, "
-    "(extract(epoch FROM recorded_at) * 1000000)::int8 AS recorded_us"
+    "correlation_id, causation_id, command_id, recorded_us"
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import asyncpg
@@ -60,9 +61,42 @@ class PgFeed:
         self._woken = asyncio.Event()
 
     async def read_after(self, cursor: Cursor, limit: int) -> list[RecordedEvent]:
+        return [RecordedEvent.from_row(r) for r in await self._rows_after(cursor, limit)]
+
+    async def _rows_after(self, cursor: Cursor, limit: int) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(_READ_AFTER, cursor.transaction_id, cursor.position, limit)
-        return [RecordedEvent.from_row(r) for r in rows]
+            return await conn.fetch(_READ_AFTER, cursor.transaction_id, cursor.position, limit)
+
+    async def pages(self, cursor: Cursor, limit: int) -> AsyncIterator[list[RecordedEvent]]:
+        """Full pages after ``cursor`` until the readable end, reading one page ahead.
+
+        While the caller works on a page, the next one is already being read on
+        another pooled connection: on a backlog (a projection rebuild, a relay
+        catching up) the server's share of a row then overlaps ours instead of
+        adding to it. Ends after the first short page (the end right now).
+        Use it under ``contextlib.aclosing`` so an abandoned iteration settles
+        its read-ahead.
+        """
+        ahead: asyncio.Task[list[asyncpg.Record]] | None = asyncio.ensure_future(
+            self._rows_after(cursor, limit)
+        )
+        try:
+            while ahead is not None:
+                rows = await ahead
+                ahead = None
+                if not rows:
+                    return
+                if len(rows) == limit:
+                    last = rows[-1]  # EVENT_COLUMNS: position, transaction_id, ...
+                    after = Cursor(transaction_id=last[1], position=last[0])
+                    ahead = asyncio.ensure_future(self._rows_after(after, limit))
+                yield [RecordedEvent.from_row(r) for r in rows]
+        finally:
+            # Let an abandoned read-ahead finish rather than cancel it: a
+            # cancelled fetch makes asyncpg reset the connection it ran on.
+            if ahead is not None:
+                with contextlib.suppress(Exception):
+                    await ahead
 
     async def head(self) -> Cursor:
         """The newest readable cursor (the feed's end right now)."""

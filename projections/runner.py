@@ -137,16 +137,21 @@ class ProjectionRunner:
         done = 0
         cursor = await load_checkpoint(self.pool, projection.name)
         while True:
-            events = await self.feed.read_after(cursor, self.batch_size)
-            if not events:
-                return done
-            try:
-                cursor = await apply_batch(self.pool, projection, cursor, events)
-            except CheckpointMoved:
+            applied, moved = 0, False
+            async with contextlib.aclosing(self.feed.pages(cursor, self.batch_size)) as pages:
+                async for events in pages:
+                    try:
+                        cursor = await apply_batch(self.pool, projection, cursor, events)
+                    except CheckpointMoved:
+                        moved = True  # another runner moved it: go on from its checkpoint
+                        break
+                    applied += len(events)
+            done += applied
+            self.applied += applied
+            if moved:
                 cursor = await load_checkpoint(self.pool, projection.name)
-                continue
-            done += len(events)
-            self.applied += len(events)
+            elif applied == 0:
+                return done
 
     async def step(self) -> int:
         await self.acquire_leases()
