@@ -8,6 +8,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The OpenID provider the OIDC tests start (tests/oidc/provider.mjs, npm oidc-provider).
+OIDC_DIR := tests/oidc
+OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
 
 .DEFAULT_GOAL := help
 
@@ -26,10 +29,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -c constraints.txt -e '.[test]'
 	touch $@
 
+# Node's own package manager, from the lock file; nothing runs when the lock is unchanged.
+$(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --prefer-offline
+	touch $@
+
 run: $(STAMP)
 	$(BIN)/byteor-cloud up
 
-test: $(STAMP)
+test: $(STAMP) $(OIDC_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -2,7 +2,8 @@
 
 Each credential family is one ``Authenticator`` keyed by its token prefix
 (DOMAIN.md §2): ``bys_`` human sessions, ``byp_`` personal access tokens,
-``byo_`` organization API keys. A token is only ever judged by the family its
+``byo_`` organization API keys, ``bye_`` enrollment tokens and ``bya_`` agent
+runtime keys. A token is only ever judged by the family its
 prefix names, so families are never interchangeable, and a token with no known
 prefix is refused without a lookup. Every refusal answers the same 401
 (unknown, malformed, expired and revoked tokens are indistinguishable to the
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
@@ -24,18 +25,26 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import ASGIApp
 from prometheus_client import Counter
 
+from commands.agent_credentials import (
+    AGENT_KEY_PREFIX,
+    ENROLLMENT_PREFIX,
+    find_enrollment_token,
+    lookup_agent_key,
+    touch_agent_key,
+)
 from commands.credentials import (
     API_KEY_PREFIX,
     PAT_PREFIX,
     SESSION_PREFIX,
-    find_api_key,
-    find_session,
-    find_token,
     looks_like,
+    lookup_api_key,
+    lookup_session,
+    lookup_token,
     touch_api_key,
     touch_session,
     touch_token,
 )
+from commands.ratelimit import WINDOW_SCOPE_KEY, Permit, RateLimits, WindowStatus, classify
 from domain.principal import Principal
 from schema.pg import AnyPool
 
@@ -51,6 +60,7 @@ Reason = Literal[
     "not_found",
     "revoked",
     "expired",
+    "used",
     "bad_credentials",
     "invalid",
 ]
@@ -78,11 +88,35 @@ class CredentialRejected(Exception):
         self.reason: Reason = reason
 
 
-class Authenticator(Protocol):
-    """One credential family. Returns the principal, or None / raises
-    CredentialRejected for a token it does not accept."""
+class Authenticated(NamedTuple):
+    """Who the token is, and the rate-limit window its permit was taken from (when
+    the family took one in the lookup's statement; else the rate limiter takes it)."""
 
-    async def authenticate(self, token: str) -> Principal | None: ...
+    principal: Principal
+    window: WindowStatus | None = None
+
+
+class Authenticator(Protocol):
+    """One credential family. Returns who the token is, or None / raises
+    CredentialRejected for a token it does not accept. Given a ``permit``, a family
+    may take it in the statement that looks the credential up (one round trip)."""
+
+    async def authenticate(
+        self, token: str, permit: Permit | None = None
+    ) -> Authenticated | None: ...
+
+
+def _at(permit: Permit | None, now: datetime) -> Permit | None:
+    """``permit`` judged at the authenticator's clock (the one expiry is checked by)."""
+    if permit is None:
+        return None
+    return Permit(
+        route_class=permit.route_class,
+        limit=permit.limit,
+        window_ms=permit.window_ms,
+        bucket_ms=permit.bucket_ms,
+        now=now,
+    )
 
 
 def _check_live(expires_at: datetime | None, revoked_at: datetime | None, now: datetime) -> None:
@@ -99,22 +133,23 @@ class PersonalAccessTokens:
         self.pool = pool
         self.clock = clock
 
-    async def authenticate(self, token: str) -> Principal | None:
+    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
         if not looks_like(token, PAT_PREFIX):
             raise CredentialRejected("malformed")
-        record = await find_token(self.pool, token)
+        now = self.clock()
+        record, window = await lookup_token(self.pool, token, _at(permit, now))
         if record is None:
             raise CredentialRejected("not_found")
-        now = self.clock()
         _check_live(record.expires_at, record.revoked_at, now)
         await touch_token(self.pool, record, now)
-        return Principal(
+        principal = Principal(
             kind="user",
             id=record.user_id,
             credential_id=record.id,
             family="personal_access_token",
             scopes=record.scopes,
         )
+        return Authenticated(principal, window)
 
 
 class OrgApiKeys:
@@ -124,16 +159,16 @@ class OrgApiKeys:
         self.pool = pool
         self.clock = clock
 
-    async def authenticate(self, token: str) -> Principal | None:
+    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
         if not looks_like(token, API_KEY_PREFIX):
             raise CredentialRejected("malformed")
-        record = await find_api_key(self.pool, token)
+        now = self.clock()
+        record, window = await lookup_api_key(self.pool, token, _at(permit, now))
         if record is None:
             raise CredentialRejected("not_found")
-        now = self.clock()
         _check_live(record.expires_at, record.revoked_at, now)
         await touch_api_key(self.pool, record, now)
-        return Principal(
+        principal = Principal(
             kind="api_key",
             id=record.id,
             credential_id=record.id,
@@ -141,6 +176,7 @@ class OrgApiKeys:
             org_id=record.org_id,
             role=record.role,
         )
+        return Authenticated(principal, window)
 
 
 class Sessions:
@@ -150,24 +186,96 @@ class Sessions:
         self.pool = pool
         self.clock = clock
 
-    async def authenticate(self, token: str) -> Principal | None:
+    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
         if not looks_like(token, SESSION_PREFIX):
             raise CredentialRejected("malformed")
-        record = await find_session(self.pool, token)
+        now = self.clock()
+        record, window = await lookup_session(self.pool, token, _at(permit, now))
+        if record is None:
+            raise CredentialRejected("not_found")
+        _check_live(record.expires_at, record.revoked_at, now)
+        await touch_session(self.pool, record, now)
+        principal = Principal(
+            kind="user", id=record.user_id, credential_id=record.id, family="session"
+        )
+        return Authenticated(principal, window)
+
+
+class EnrollmentTokens:
+    """``bye_``: valid until used, revoked or expired. The enrollment route
+    consumes the token atomically (commands/enrollment.py); this check only
+    spares a used token the work of decoding a request. Its last use is its
+    enrollment, recorded there: a touch here would queue behind the enrolling
+    transaction's row lock while holding a connection."""
+
+    family = "enrollment_token"
+
+    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
+        self.pool = pool
+        self.clock = clock
+
+    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
+        # Enrollment windows are per environment, not per credential: the rate
+        # limiter takes that permit itself.
+        if not looks_like(token, ENROLLMENT_PREFIX):
+            raise CredentialRejected("malformed")
+        record = await find_enrollment_token(self.pool, token)
         if record is None:
             raise CredentialRejected("not_found")
         now = self.clock()
         _check_live(record.expires_at, record.revoked_at, now)
-        await touch_session(self.pool, record, now)
-        return Principal(kind="user", id=record.user_id, credential_id=record.id, family="session")
+        if record.used_at is not None:
+            raise CredentialRejected("used")
+        principal = Principal(
+            kind="enrollment",
+            id=record.id,
+            credential_id=record.id,
+            family="enrollment_token",
+            org_id=record.org_id,
+            project_id=record.project_id,
+            environment_id=record.environment_id,
+        )
+        return Authenticated(principal)
+
+
+class AgentKeys:
+    """``bya_``: one agent's runtime key, dead once rotated away or with its agent."""
+
+    family = "agent_key"
+
+    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
+        self.pool = pool
+        self.clock = clock
+
+    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
+        if not looks_like(token, AGENT_KEY_PREFIX):
+            raise CredentialRejected("malformed")
+        now = self.clock()
+        record, window = await lookup_agent_key(self.pool, token, _at(permit, now))
+        if record is None:
+            raise CredentialRejected("not_found")
+        _check_live(None, record.revoked_at, now)
+        await touch_agent_key(self.pool, record, now)
+        principal = Principal(
+            kind="agent",
+            id=record.agent_id,
+            credential_id=record.id,
+            family="agent_key",
+            org_id=record.org_id,
+            project_id=record.project_id,
+            environment_id=record.environment_id,
+        )
+        return Authenticated(principal, window)
 
 
 def standard_authenticators(pool: AnyPool, clock: Clock = utc_now) -> dict[str, Authenticator]:
-    """The user and org credential families, keyed by prefix."""
+    """Every credential family, keyed by prefix."""
     return {
         SESSION_PREFIX: Sessions(pool, clock),
         PAT_PREFIX: PersonalAccessTokens(pool, clock),
         API_KEY_PREFIX: OrgApiKeys(pool, clock),
+        ENROLLMENT_PREFIX: EnrollmentTokens(pool, clock),
+        AGENT_KEY_PREFIX: AgentKeys(pool, clock),
     }
 
 
@@ -181,9 +289,9 @@ def bearer_token(header: str | None) -> str | None:
 
 
 async def authenticate_token(
-    authenticators: Mapping[str, Authenticator], token: str | None
-) -> Principal | None:
-    """The principal for ``token``, judged only by the family its prefix names."""
+    authenticators: Mapping[str, Authenticator], token: str | None, permit: Permit | None = None
+) -> Authenticated | None:
+    """Who ``token`` is, judged only by the family its prefix names."""
     if token is None:
         record_attempt("none", "missing")
         return None
@@ -191,18 +299,24 @@ async def authenticate_token(
         if token.startswith(prefix):
             family = str(getattr(authenticator, "family", prefix.rstrip("_")))
             try:
-                principal = await authenticator.authenticate(token)
+                authenticated = await authenticator.authenticate(token, permit)
             except CredentialRejected as rejected:
                 record_attempt(family, rejected.reason)
                 return None
-            record_attempt(family, "ok" if principal is not None else "invalid")
-            return principal
+            record_attempt(family, "ok" if authenticated is not None else "invalid")
+            return authenticated
     record_attempt("unknown", "unknown_prefix")
     return None
 
 
-def make_auth_middleware(authenticators: Mapping[str, Authenticator]) -> type:
-    """An authentication middleware class bound to ``authenticators`` by prefix."""
+def make_auth_middleware(
+    authenticators: Mapping[str, Authenticator], limits: RateLimits | None = None
+) -> type:
+    """An authentication middleware class bound to ``authenticators`` by prefix.
+
+    With ``limits``, the request's rate-limit permit (its route's class) is asked
+    for in the credential lookup itself, saving the limiter a round trip.
+    """
 
     class BearerAuthMiddleware(AbstractAuthenticationMiddleware):
         def __init__(self, app: ASGIApp, **kwargs: Any) -> None:
@@ -212,12 +326,36 @@ def make_auth_middleware(authenticators: Mapping[str, Authenticator]) -> type:
             self, connection: ASGIConnection[Any, Any, Any, Any]
         ) -> AuthenticationResult:
             token = bearer_token(connection.headers.get("authorization"))
-            principal = await authenticate_token(authenticators, token)
-            if principal is None:
+            authenticated = await authenticate_token(
+                authenticators, token, _permit_for(connection, limits)
+            )
+            if authenticated is None:
                 if token is None:
                     raise NotAuthorizedException("a bearer token is required")
                 # One answer for unknown, malformed, expired and revoked tokens.
                 raise NotAuthorizedException("the bearer token is not valid")
-            return AuthenticationResult(user=principal, auth=None)
+            if authenticated.window is not None:
+                connection.scope[WINDOW_SCOPE_KEY] = authenticated.window  # type: ignore[literal-required]
+            return AuthenticationResult(user=authenticated.principal, auth=None)
 
     return BearerAuthMiddleware
+
+
+def _permit_for(
+    connection: ASGIConnection[Any, Any, Any, Any], limits: RateLimits | None
+) -> Permit | None:
+    if limits is None:
+        return None
+    handler = connection.scope.get("route_handler")
+    if handler is None:
+        return None
+    route_class = classify(next(iter(handler.paths), connection.scope["path"]), handler.opt)
+    if route_class is None or route_class == "enrollment":
+        return None
+    return Permit(
+        route_class=route_class,
+        limit=limits.limit(route_class),
+        window_ms=limits.window_ms,
+        bucket_ms=limits.bucket_ms,
+        now=utc_now(),  # replaced by each authenticator's own clock (``_at``)
+    )

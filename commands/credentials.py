@@ -23,6 +23,7 @@ from typing import Final
 
 import msgspec
 
+from commands.ratelimit import Permit, WindowStatus, fetch_credential, with_permit
 from domain.errors import FieldError, InvalidInput
 from schema.pg import AnyPool, Connection
 
@@ -138,18 +139,26 @@ async def store_token(
     )
 
 
+_TOKEN_SQL = """
+SELECT id, user_id, expires_at, revoked_at, last_used_at, token_hash, scopes
+FROM personal_access_tokens WHERE token_hash = $1
+"""
+_TOKEN_PERMIT_SQL = with_permit(_TOKEN_SQL, "'user:' || c.user_id::text")
+
+
 async def find_token(pool: AnyPool, token: str) -> TokenRecord | None:
+    return (await lookup_token(pool, token))[0]
+
+
+async def lookup_token(
+    pool: AnyPool, token: str, permit: Permit | None = None
+) -> tuple[TokenRecord | None, WindowStatus | None]:
+    """The token's record and, with ``permit``, its user's rate-limit window (one round trip)."""
     digest = hash_token(token)
-    row = await pool.fetchrow(
-        """
-        SELECT id, user_id, expires_at, revoked_at, last_used_at, token_hash, scopes
-        FROM personal_access_tokens WHERE token_hash = $1
-        """,
-        digest,
-    )
+    row, window = await fetch_credential(pool, _TOKEN_SQL, _TOKEN_PERMIT_SQL, digest, permit)
     if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
-        return None
-    return TokenRecord(
+        return None, None
+    record = TokenRecord(
         id=row["id"],
         user_id=row["user_id"],
         expires_at=row["expires_at"],
@@ -158,6 +167,7 @@ async def find_token(pool: AnyPool, token: str) -> TokenRecord | None:
         token_hash=bytes(row["token_hash"]),
         scopes=tuple(row["scopes"] or ()),
     )
+    return record, window
 
 
 async def touch_token(pool: AnyPool, record: TokenRecord, now: datetime) -> None:
@@ -206,18 +216,26 @@ async def store_api_key(
     )
 
 
+_API_KEY_SQL = """
+SELECT id, org_id, role, expires_at, revoked_at, last_used_at, key_hash
+FROM org_api_keys WHERE key_hash = $1
+"""
+_API_KEY_PERMIT_SQL = with_permit(_API_KEY_SQL, "'api_key:' || c.id::text")
+
+
 async def find_api_key(pool: AnyPool, key: str) -> ApiKeyRecord | None:
+    return (await lookup_api_key(pool, key))[0]
+
+
+async def lookup_api_key(
+    pool: AnyPool, key: str, permit: Permit | None = None
+) -> tuple[ApiKeyRecord | None, WindowStatus | None]:
+    """The key's record and, with ``permit``, its rate-limit window (one round trip)."""
     digest = hash_token(key)
-    row = await pool.fetchrow(
-        """
-        SELECT id, org_id, role, expires_at, revoked_at, last_used_at, key_hash
-        FROM org_api_keys WHERE key_hash = $1
-        """,
-        digest,
-    )
+    row, window = await fetch_credential(pool, _API_KEY_SQL, _API_KEY_PERMIT_SQL, digest, permit)
     if row is None or not hmac.compare_digest(bytes(row["key_hash"]), digest):
-        return None
-    return ApiKeyRecord(
+        return None, None
+    record = ApiKeyRecord(
         id=row["id"],
         org_id=row["org_id"],
         role=row["role"],
@@ -225,6 +243,7 @@ async def find_api_key(pool: AnyPool, key: str) -> ApiKeyRecord | None:
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
     )
+    return record, window
 
 
 async def touch_api_key(pool: AnyPool, record: ApiKeyRecord, now: datetime) -> None:
@@ -256,24 +275,33 @@ async def store_session(
     )
 
 
+_SESSION_SQL = """
+SELECT id, user_id, expires_at, revoked_at, last_used_at, token_hash
+FROM user_sessions WHERE token_hash = $1
+"""
+_SESSION_PERMIT_SQL = with_permit(_SESSION_SQL, "'user:' || c.user_id::text")
+
+
 async def find_session(pool: AnyPool, token: str) -> SessionRecord | None:
+    return (await lookup_session(pool, token))[0]
+
+
+async def lookup_session(
+    pool: AnyPool, token: str, permit: Permit | None = None
+) -> tuple[SessionRecord | None, WindowStatus | None]:
+    """The session's record and, with ``permit``, its user's rate-limit window."""
     digest = hash_token(token)
-    row = await pool.fetchrow(
-        """
-        SELECT id, user_id, expires_at, revoked_at, last_used_at, token_hash
-        FROM user_sessions WHERE token_hash = $1
-        """,
-        digest,
-    )
+    row, window = await fetch_credential(pool, _SESSION_SQL, _SESSION_PERMIT_SQL, digest, permit)
     if row is None or not hmac.compare_digest(bytes(row["token_hash"]), digest):
-        return None
-    return SessionRecord(
+        return None, None
+    record = SessionRecord(
         id=row["id"],
         user_id=row["user_id"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
         last_used_at=row["last_used_at"],
     )
+    return record, window
 
 
 async def touch_session(pool: AnyPool, record: SessionRecord, now: datetime) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
@@ -231,6 +232,71 @@ def rate_limit_key(
     return f"{route_class}:{who}"
 
 
+# --- a permit taken with the credential lookup -----------------------------------------------
+
+
+class Permit(msgspec.Struct, frozen=True, kw_only=True):
+    """A permit to take from a principal's window in the statement that looks up its
+    credential: one round trip for both (commands/auth.py). ``now`` is the clock the
+    credential's expiry is judged by, the same the authenticator then checks."""
+
+    route_class: RouteClass
+    limit: int
+    window_ms: int
+    bucket_ms: int
+    now: datetime
+
+
+def with_permit(select_sql: str, key_sql: str) -> str:
+    """``select_sql`` (one credential row by ``$1``, with ``revoked_at`` and ``expires_at``)
+    joined to a permit from the window keyed ``<class>:`` || ``key_sql`` (over its row
+    ``c``), the key ``rate_limit_key`` builds for the principal. The permit is taken
+    only for a live credential (the key is NULL otherwise and the STRICT function is
+    not called). Parameters: $2 now, $3 ``<class>:``, $4 limit, $5 window ms, $6 bucket ms.
+    """
+    return f"""
+SELECT c.*, r.admitted AS permit_admitted, r.now_ms AS permit_now_ms,
+       r.buckets AS permit_buckets, r.counts AS permit_counts
+FROM ({select_sql}) c
+LEFT JOIN LATERAL rate_limit_take_strict(
+    CASE WHEN c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > $2)
+         THEN $3 || {key_sql} END,
+    $4, $5, $6) r ON true
+"""
+
+
+async def fetch_credential(
+    pool: AnyPool, select_sql: str, combined_sql: str, digest: bytes, permit: Permit | None
+) -> tuple[Any, WindowStatus | None]:
+    """The credential row for ``digest`` and, with a ``permit``, the window after taking it."""
+    if permit is None:
+        return await pool.fetchrow(select_sql, digest), None
+    row = await pool.fetchrow(
+        combined_sql,
+        digest,
+        permit.now,
+        f"{permit.route_class}:",
+        permit.limit,
+        permit.window_ms,
+        permit.bucket_ms,
+    )
+    if row is None or row["permit_admitted"] is None:
+        return row, None
+    return row, window_status(
+        admitted=row["permit_admitted"],
+        buckets=row["permit_buckets"],
+        counts=row["permit_counts"],
+        now_ms=row["permit_now_ms"],
+        limit=permit.limit,
+        window_ms=permit.window_ms,
+        bucket_ms=permit.bucket_ms,
+    )
+
+
+# Where the auth middleware leaves a window it took with the credential lookup.
+WINDOW_SCOPE_KEY = "byteor.rate_limit_window"
+
+
 # --- the shared store ----------------------------------------------------------------------
 
 _TAKE = "SELECT admitted, now_ms, buckets, counts FROM rate_limit_take($1, $2, $3, $4)"
@@ -280,13 +346,20 @@ class RateLimitMiddleware(ASGIMiddleware):
         if route_class is None:
             await next_app(scope, receive, send)
             return
-        user = scope.get("user")
-        principal = user if isinstance(user, Principal) else None
-        client = scope.get("client")
-        key = rate_limit_key(
-            route_class, principal, client[0] if client else None, scope.get("path_params") or {}
-        )
-        status = await self.limiter.take(key, self.limiter.limits.limit(route_class))
+        # The auth middleware may have taken this request's permit already, in the
+        # statement that looked its credential up (commands/auth.py, same key).
+        status: WindowStatus | None = scope.pop(WINDOW_SCOPE_KEY, None)  # type: ignore[misc]
+        if status is None:
+            user = scope.get("user")
+            principal = user if isinstance(user, Principal) else None
+            client = scope.get("client")
+            key = rate_limit_key(
+                route_class,
+                principal,
+                client[0] if client else None,
+                scope.get("path_params") or {},
+            )
+            status = await self.limiter.take(key, self.limiter.limits.limit(route_class))
         if not status.admitted:
             raise TooManyRequestsException(
                 detail=f"rate limit exceeded; retry in {max(1, status.retry_after_s)} s",

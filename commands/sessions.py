@@ -3,6 +3,11 @@
     POST /auth/login    {email, password} → 200 {id, token: bys_…, expires_at}
     POST /auth/logout   revokes the session presented (204)
 
+Password login is the embedded default: once an OpenID provider is configured
+(commands/oidc_login.py), POST /auth/login answers 403 ``password_login_disabled``
+and sessions come from GET /auth/login → provider → GET /auth/callback, through
+the same ``open_session``.
+
 A password is set with ``byteor-cloud admin create-user --password-stdin``
 (scrypt, commands/credentials.py). A session is a ``bys_`` bearer secret
 stored like a personal access token (its SHA-256, in ``user_sessions``) that
@@ -77,6 +82,13 @@ class SessionCreated(msgspec.Struct, frozen=True, kw_only=True):
     security=[{}],  # no bearer token: this is how one is obtained
 )
 async def login(request: Request[Any, Any, State]) -> Response[bytes]:
+    if request.app.state.get("oidc") is not None:
+        # With a provider configured, it alone decides who signs in (its MFA,
+        # its offboarding); a local password would go around it.
+        raise Forbidden(
+            "this deployment signs in through its OpenID provider: GET /auth/login",
+            code="password_login_disabled",
+        )
     cmd = decode_command(Login, await request.body())
     pool = pool_of(request)
     found = await find_password(pool, user_mod.normalize_email(cmd.email))
@@ -85,7 +97,16 @@ async def login(request: Request[Any, Any, State]) -> Response[bytes]:
     if found is None or not matches:
         record_attempt("password", "bad_credentials")
         raise InvalidCredentials("the e-mail address or the password is not right")
-    user_id = found[0]
+    response = await open_session(request, found[0], method="password")
+    record_attempt("password", "ok")
+    return response
+
+
+async def open_session(
+    request: Request[Any, Any, State], user_id: uuid.UUID, *, method: user_mod.LoginMethod
+) -> Response[bytes]:
+    """A new ``bys_`` session for ``user_id`` (200 SessionCreated), however the user
+    proved who they are: its row and ``user.session_started`` in one transaction."""
     deps = deps_of(request)
     issued = mint_token(SESSION_PREFIX)
 
@@ -93,7 +114,11 @@ async def login(request: Request[Any, Any, State]) -> Response[bytes]:
         expires_at = now + SESSION_TTL
         loaded = await load(deps, user_mod.stream_id(user_id), user_mod.fold)
         events = user_mod.start_session(
-            loaded.state, session_id=issued.id, prefix=issued.prefix, expires_at=expires_at
+            loaded.state,
+            session_id=issued.id,
+            prefix=issued.prefix,
+            expires_at=expires_at,
+            method=method,
         )
         await store_session(conn, issued, user_id=user_id, created_at=now, expires_at=expires_at)
         body = SessionCreated(
@@ -108,14 +133,12 @@ async def login(request: Request[Any, Any, State]) -> Response[bytes]:
             body=body,
         )
 
-    response = await commit(
+    return await commit(
         request,
         build,
         actor=Actor(kind="user", id=str(user_id)),
         headers={"Cache-Control": "no-store"},
     )
-    record_attempt("password", "ok")
-    return response
 
 
 @post("/auth/logout", status_code=204, summary="Revoke the session presented")

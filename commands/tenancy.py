@@ -40,7 +40,7 @@ from domain.access import (
     require_decision,
 )
 from domain.codec import Event, decode_command
-from domain.errors import Forbidden
+from domain.errors import Forbidden, NotFound
 from domain.principal import Principal
 
 BASE = "/api/v1/orgs"
@@ -49,7 +49,6 @@ PROJECT = ORG + "/projects/{project_id:uuid}"
 ENVIRONMENT = PROJECT + "/environments/{env_id:uuid}"
 
 AnyRequest = Request[Principal, Any, State]
-_NO_ORG = uuid.UUID(int=0)
 
 
 async def load_org(deps: CommandDeps, org_id: uuid.UUID) -> Loaded[org_mod.Organization]:
@@ -74,7 +73,10 @@ def authorize(
 ) -> None:
     """Members only (others get 404 as if the org did not exist), then the role table
     (domain.access.decide), then a narrowed token's scopes."""
-    path = ResourcePath(org.id if org is not None else _NO_ORG)
+    if org is None:
+        # Nothing to deny: a missing organization is not an access denial (audit).
+        raise NotFound("organization not found", code="organization_not_found")
+    path = ResourcePath(org.id)
     decision = decide(principal.kind, membership_of(principal, org), permission, path)
     require_decision(decision, "organization")
     if principal.scopes and permission.value not in principal.scopes:

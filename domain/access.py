@@ -14,7 +14,8 @@ Resolution, in this order (the first rule that answers wins)::
                    → deny ``not_a_member`` (404: nobody learns that another
                    tenant's resource exists)
     2. kind        only users and organization API keys hold org permissions;
-                   agents never do → deny ``principal_kind_not_permitted`` (403)
+                   agents and enrollment tokens never do
+                   → deny ``principal_kind_not_permitted`` (403)
     3. API key     an org API key never manages memberships (members, API keys,
                    signing keys) → deny ``api_key_cannot_manage_memberships``
     4. org_admin   holds everything in its organization → allow
@@ -232,7 +233,17 @@ def require_decision(decision: Decision, resource: str) -> None:
     if decision.allowed:
         return
     if decision.status == 404:
-        raise NotFound(f"{resource} not found", code=f"{resource}_not_found")
+        # ``denied`` marks this 404 as an authorization denial for the audit
+        # log (commands/denials.py); the caller cannot tell it from a missing one.
+        raise NotFound(
+            f"{resource} not found",
+            code=f"{resource}_not_found",
+            context={
+                "denied": True,
+                "permission": decision.permission.value,
+                "reason": decision.reason,
+            },
+        )
     message = _MESSAGES.get(
         decision.reason, f"your role does not allow {decision.permission.value}"
     )

@@ -220,7 +220,21 @@ def default_codec() -> EventCodec:
     The imports are here, not at module top, because the aggregate modules import
     this one for ``Event`` and ``CODEC``. Add each new aggregate module below.
     """
-    from domain import environment, job, organization, project, user  # noqa: F401
+    from domain import (  # noqa: F401
+        agent,
+        approval,
+        audit,
+        config_bundle,
+        deployment,
+        draft,
+        enrollment,
+        environment,
+        job,
+        organization,
+        project,
+        user,
+        version,
+    )
 
     return CODEC
 

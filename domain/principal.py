@@ -14,8 +14,11 @@ import msgspec
 
 from domain.envelope import Actor
 
-PrincipalKind = Literal["user", "api_key", "agent"]
-CredentialFamily = Literal["session", "personal_access_token", "org_api_key", "agent_key"]
+# ``enrollment``: a ``bye_`` enrollment token, good for enrolling one agent and nothing else.
+PrincipalKind = Literal["user", "api_key", "agent", "enrollment"]
+CredentialFamily = Literal[
+    "session", "personal_access_token", "org_api_key", "enrollment_token", "agent_key"
+]
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -23,8 +26,12 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     credential_id: uuid.UUID
     family: CredentialFamily
-    # Set for org API keys and agents: the one organization they belong to.
+    # Set for org API keys, enrollment tokens and agents: the one organization
+    # they belong to.
     org_id: uuid.UUID | None = None
+    # Enrollment tokens and agents: the one project and environment they act in.
+    project_id: uuid.UUID | None = None
+    environment_id: uuid.UUID | None = None
     # Org API keys: the org role the key was issued with.
     role: str | None = None
     # Personal access tokens: the permissions (``Permission`` values) the token
@@ -33,6 +40,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def actor(self) -> Actor:
+        if self.kind == "enrollment":
+            # An enrollment acts as the token that authorized it.
+            return Actor(kind="token", id=str(self.id))
         kind: Literal["user", "api_key", "agent"] = self.kind
         return Actor(kind=kind, id=str(self.id))
 

@@ -13,6 +13,11 @@ Credentials (password hashes, tokens) never go into these events; they get
 their own tables (commands/credentials.py). Events record only that a token
 was issued or revoked, or a password set, with what an auditor needs to
 recognise it (id, name, visible prefix).
+
+An OpenID provider's account (issuer and subject) is linked to a user at its
+first sign-in (``user.oidc_linked``); which account is whose is kept in a table
+the aggregate cannot see (commands/oidc_login.py). Sessions record how they
+were opened (``method``: ``password`` or ``oidc``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from domain.errors import InvalidHistory, NotFound
 STREAM_TYPE: Final = "user"
 
 Status = Literal["active"]
+LoginMethod = Literal["password", "oidc"]
 
 # The WHATWG HTML "valid e-mail address" rule, with a dotted domain required and
 # RFC 5321 length limits (64 for the local part, 63 per label, 254 in total).
@@ -85,17 +91,26 @@ class UserPasswordSet(Event, tag="user.password_set", frozen=True, kw_only=True)
 
 
 class UserSessionStarted(Event, tag="user.session_started", frozen=True, kw_only=True):
-    """A password login opened a session. Never the session token or its hash."""
+    """A login opened a session. Never the session token or its hash."""
 
     session_id: uuid.UUID
     prefix: str
     expires_at: datetime
+    method: LoginMethod = "password"
 
 
 class UserSessionEnded(Event, tag="user.session_ended", frozen=True, kw_only=True):
     """The user logged out of a session."""
 
     session_id: uuid.UUID
+
+
+class UserOidcLinked(Event, tag="user.oidc_linked", frozen=True, kw_only=True):
+    """An OpenID provider's account (issuer and subject) signs in as this user
+    from now on. Recorded at its first sign-in, never changed."""
+
+    issuer: str
+    subject: str
 
 
 UserEvent = (
@@ -105,6 +120,7 @@ UserEvent = (
     | UserPasswordSet
     | UserSessionStarted
     | UserSessionEnded
+    | UserOidcLinked
 )
 EVENTS: Final = (
     UserCreated,
@@ -113,6 +129,7 @@ EVENTS: Final = (
     UserPasswordSet,
     UserSessionStarted,
     UserSessionEnded,
+    UserOidcLinked,
 )
 CODEC.register(*EVENTS)
 
@@ -133,6 +150,7 @@ def evolve(state: User | None, event: UserEvent) -> User:
             | UserPasswordSet()
             | UserSessionStarted()
             | UserSessionEnded()
+            | UserOidcLinked()
         ):
             if state is None:
                 raise InvalidHistory(f"{type(event).__name__} before user.created")
@@ -190,12 +208,29 @@ def set_password(user: User | None) -> tuple[UserEvent, ...]:
 
 
 def start_session(
-    user: User | None, *, session_id: uuid.UUID, prefix: str, expires_at: datetime
+    user: User | None,
+    *,
+    session_id: uuid.UUID,
+    prefix: str,
+    expires_at: datetime,
+    method: LoginMethod = "password",
 ) -> tuple[UserEvent, ...]:
     require_user(user)
-    return (UserSessionStarted(session_id=session_id, prefix=prefix, expires_at=expires_at),)
+    return (
+        UserSessionStarted(
+            session_id=session_id, prefix=prefix, expires_at=expires_at, method=method
+        ),
+    )
 
 
 def end_session(user: User | None, *, session_id: uuid.UUID) -> tuple[UserEvent, ...]:
     require_user(user)
     return (UserSessionEnded(session_id=session_id),)
+
+
+def link_oidc(user: User | None, *, issuer: str, subject: str) -> tuple[UserEvent, ...]:
+    """Record that ``issuer``'s account ``subject`` signs in as ``user``. Whether the
+    account is already someone's is checked against the identity table, which
+    the aggregate cannot see."""
+    require_user(user)
+    return (UserOidcLinked(issuer=issuer, subject=subject),)

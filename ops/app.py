@@ -17,20 +17,28 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
+from commands import agents as agent_commands
 from commands import api_keys as api_key_commands
+from commands import drafts as draft_commands
+from commands import enrollment as enrollment_commands
 from commands import jobs as job_commands
 from commands import me as me_route
+from commands import oidc_login as oidc_commands
 from commands import sessions as session_commands
 from commands import tenancy as tenancy_commands
 from commands import tokens as token_commands
 from commands.auth import PUBLIC_PATHS, make_auth_middleware, standard_authenticators, utc_now
+from commands.denials import DenialFlusher, DenialRecorder
 from commands.execution import CommandDeps
+from commands.families import credential_family_guard
+from commands.oidc_client import OidcClient
 from commands.pgstore import PgEventStore
 from commands.problems import EXCEPTION_HANDLERS
 from commands.ratelimit import PgRateLimiter, RateLimitMiddleware, RateLimits
 from domain.codec import default_codec
 from ops.health import healthz, readyz
 from ops.telemetry import CountingStore, metrics
+from projections import draft_routes as draft_queries
 from projections import job_routes as job_queries
 from projections import routes as tenancy_queries
 from projections.feed import PgFeed
@@ -48,14 +56,16 @@ def create_app(
     debug: bool = False,
     rate_limits: RateLimits | None = None,
     store: PgEventStore | None = None,
+    oidc: OidcClient | None = None,
 ) -> Litestar:
     """The API on ``pool`` (queries, credentials, limits) and ``store`` (appends).
 
     Services pass a store on its own LeanPool (commands.pgstore.open_store);
     without one, the store shares ``pool``.
     """
+    event_store = store or PgEventStore(pool)
     deps = CommandDeps(
-        store=CountingStore(store or PgEventStore(pool)),
+        store=CountingStore(event_store),
         codec=default_codec(),
         clock=clock,
         new_id=new_id,
@@ -64,30 +74,45 @@ def create_app(
     # each, on the store's lean pool when there is one (asyncpg's pool adds
     # ~45 µs per acquire/release).
     hot = store.pool if store is not None else pool
-    auth = make_auth_middleware(standard_authenticators(hot, clock))
-    rate_limiter = RateLimitMiddleware(PgRateLimiter(hot, rate_limits or RateLimits()))
+    limits = rate_limits or RateLimits()
+    auth = make_auth_middleware(standard_authenticators(hot, clock), limits)
+    rate_limiter = RateLimitMiddleware(PgRateLimiter(hot, limits))
     prometheus = PrometheusConfig(
         app_name="byteor-cloud",
         prefix="byteor",
         group_path=True,
         exclude=[f"^{p}" for p in PUBLIC_PATHS],
     )
+    denials = DenialRecorder(hot, clock)
+    # Closed minutes of counted denials become access.denied events (runs only
+    # under a server's lifespan, e.g. uvicorn; tests call commands.denials.flush).
+    flusher = DenialFlusher(pool, event_store, deps.codec, clock)
     return Litestar(
+        on_startup=[flusher.start],
+        on_shutdown=[flusher.stop],
+        after_exception=[denials.on_exception],
         route_handlers=[
             *me_route.ROUTES,
             *tenancy_commands.ROUTES,
             *token_commands.ROUTES,
             *api_key_commands.ROUTES,
             *session_commands.ROUTES,
+            *oidc_commands.ROUTES,
             *job_commands.ROUTES,
+            *draft_commands.ROUTES,
+            *enrollment_commands.ROUTES,
+            *agent_commands.ROUTES,
             *tenancy_queries.ROUTES,
             *job_queries.ROUTES,
+            *draft_queries.ROUTES,
             healthz,
             readyz,
             metrics,
         ],
         # First entry outermost: the rate limiter runs inside auth (it needs the principal).
         middleware=[prometheus.middleware, auth, rate_limiter],
+        # Agent keys and enrollment tokens only reach the routes made for them.
+        guards=[credential_family_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         state=State(
             {
@@ -95,6 +120,9 @@ def create_app(
                 "pool": pool,
                 "feed": feed,
                 "projection_wait_s": projection_wait_s,
+                # The OpenID provider's client when an issuer is configured
+                # (commands/oidc_login.py); None keeps password login.
+                "oidc": oidc,
             }
         ),
         openapi_config=OpenAPIConfig(
@@ -106,8 +134,9 @@ def create_app(
                     "bearer": SecurityScheme(
                         type="http",
                         scheme="bearer",
-                        description="bys_ session, byp_ personal access token "
-                        "or byo_ organization API key",
+                        description="bys_ session, byp_ personal access token, "
+                        "byo_ organization API key, bye_ enrollment token "
+                        "or bya_ agent runtime key",
                     )
                 }
             ),

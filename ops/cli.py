@@ -8,6 +8,8 @@
     byteor-cloud jobs list [--org ID] [--state S] [--type T] [--limit N]
     byteor-cloud jobs show ID
     byteor-cloud jobs retry ID
+    byteor-cloud jobs probe [--count N] [--sleep-ms MS] [--fail transient|permanent]
+    byteor-cloud keys rotate [--new-data-keys] | keys status
 
 Configuration comes from BYTEOR_CLOUD_* variables (ops/config.py). Any service
 URL left unset is taken from the embedded stack under BYTEOR_CLOUD_HOME.
@@ -71,6 +73,26 @@ def resolve_runtime(settings: Settings) -> Any:
             artifact=settings.rate_limit_artifact_per_minute,
             window_s=settings.rate_limit_window_s,
         ),
+        worker_concurrency=settings.worker_concurrency,
+        job_settings=settings.job_settings,
+        reconcile_grace_s=settings.reconcile_grace_s,
+        reconcile_interval_s=settings.reconcile_interval_s,
+        oidc=oidc_settings(settings),
+    )
+
+
+def oidc_settings(settings: Settings) -> Any:
+    """The OpenID provider's client settings, or None when no issuer is configured."""
+    from commands.oidc_client import OidcSettings
+
+    if settings.oidc_issuer is None:
+        return None
+    assert settings.oidc_client_id is not None and settings.oidc_redirect_url is not None
+    return OidcSettings(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        redirect_url=settings.oidc_redirect_url,
     )
 
 
@@ -188,6 +210,16 @@ def _uuid_arg(value: str) -> Any:
         return uuid.UUID(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a UUID: {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _with_pool(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, Any]]) -> Any:
@@ -337,6 +369,174 @@ def cmd_jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A progress bar on stderr (one line per update when stderr is not a terminal)."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width if total == 0 else width * done // total
+        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {label}"
+        if tty:
+            print("\r" + line, end="\n" if done >= total else "", file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    return show
+
+
+def cmd_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    """Re-wrap every data key under the current master key; optionally fresh data keys."""
+    from commands import key_rotation
+    from ops.master_keys import keyring_for
+
+    keyring = keyring_for(settings)
+
+    async def work(pool: Any) -> Any:
+        report = await key_rotation.rewrap(
+            pool, keyring, batch_size=args.batch_size, progress=_progress("data keys re-wrapped")
+        )
+        fresh = None
+        if args.new_data_keys:
+            fresh = await key_rotation.new_data_keys(
+                pool, keyring, progress=_progress("organizations with a fresh data key")
+            )
+        return report, fresh
+
+    report, fresh = _with_pool(settings, work)
+    print(f"current master key: {report.master_key_id}")
+    print(f"re-wrapped: {report.rewrapped} data keys")
+    if fresh is not None:
+        print(f"fresh data keys: {fresh} organizations (old data keys kept for decryption)")
+    for master_id, count in sorted(report.unavailable.items()):
+        print(f"not re-wrapped: {count} data keys under master key {master_id!r}, not configured")
+    if report.corrupt:
+        print(f"not re-wrapped: {len(report.corrupt)} data keys whose wrap does not authenticate:")
+        for key_id in report.corrupt:
+            print(f"  {key_id}")
+    if not report.complete:
+        raise CliError("rotation incomplete: configure the missing master keys and run it again")
+    return 0
+
+
+def cmd_keys_status(settings: Settings, args: argparse.Namespace) -> int:
+    """Data keys per master key id, and which master keys this configuration has."""
+    from commands import key_rotation
+    from ops.master_keys import keyring_for
+
+    try:
+        keyring = keyring_for(settings, create=False)
+        configured: tuple[str, ...] = keyring.ids
+    except ConfigError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        configured = ()
+    rows = _with_pool(settings, key_rotation.usage)
+    seen = {r.master_key_id for r in rows}
+    table = [
+        [
+            r.master_key_id,
+            _configured(r.master_key_id, configured),
+            str(r.data_keys),
+            str(r.current_data_keys),
+            str(r.orgs),
+        ]
+        for r in rows
+    ] + [[k, _configured(k, configured), "0", "0", "0"] for k in configured if k not in seen]
+    if not table:
+        print("no master keys configured and no data keys")
+        return 0
+    print(_table(["MASTER KEY", "CONFIGURED", "DATA KEYS", "CURRENT", "ORGS"], table))
+    stale = sum(r.data_keys for r in rows if configured and r.master_key_id != configured[0])
+    if stale:
+        print(f"{stale} data keys are not under the current master key: run `keys rotate`")
+    return 0
+
+
+def _configured(master_key_id: str, configured: tuple[str, ...]) -> str:
+    if not configured:
+        return "?"
+    if master_key_id == configured[0]:
+        return "current"
+    return "yes" if master_key_id in configured else "NO"
+
+
+def cmd_jobs_probe(settings: Settings, args: argparse.Namespace) -> int:
+    """Enqueue probe jobs (workers/probe.py) and wait until a worker has run them all."""
+    import getpass
+    import time
+    import uuid
+
+    import msgspec
+
+    from commands.pgstore import PgEventStore
+    from domain.envelope import Actor, Metadata
+    from workers.enqueue import enqueue
+    from workers.probe import JOB_TYPE, probe_payload
+    from workers.streams import DEFAULT_JOB_TYPES
+
+    if args.count < 1:
+        raise CliError("--count: must be at least 1")
+    try:
+        payload = probe_payload(sleep_ms=args.sleep_ms, fail=args.fail)
+    except msgspec.ValidationError as exc:
+        raise CliError(f"--sleep-ms: {exc}") from None
+    # The job's budget must match the consumer's max_deliver (the worker's settings).
+    attempts = next(s.max_attempts for s in DEFAULT_JOB_TYPES if s.job_type == JOB_TYPE)
+    tuning = settings.job_settings.get(JOB_TYPE)
+    if tuning is not None and tuning.max_attempts is not None:
+        attempts = tuning.max_attempts
+    meta = Metadata(
+        actor=Actor(kind="system", id=f"cli:{getpass.getuser()}"),
+        tenant_id=None,
+        correlation_id=uuid.uuid4(),
+    )
+
+    async def work(pool: Any) -> tuple[dict[str, int], float]:
+        store = PgEventStore(pool)
+        started = time.monotonic()
+        try:
+            ids = []
+            for _ in range(args.count):
+                job_id, _ = await enqueue(
+                    store, meta, job_type=JOB_TYPE, payload=payload, max_attempts=attempts
+                )
+                ids.append(job_id)
+            streams = [f"job-{i}" for i in ids]
+            while True:
+                rows = await pool.fetch(
+                    """
+                    SELECT DISTINCT ON (stream_id) event_type FROM events
+                    WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version DESC
+                    """,
+                    streams,
+                )
+                last: dict[str, int] = {}
+                for r in rows:
+                    last[r["event_type"]] = last.get(r["event_type"], 0) + 1
+                finished = sum(
+                    n
+                    for t, n in last.items()
+                    if t in ("job.completed", "job.failed", "job.dead_lettered")
+                )
+                if finished == len(ids) or time.monotonic() - started > args.timeout:
+                    return last, time.monotonic() - started
+                await asyncio.sleep(0.1)
+        finally:
+            await store.notifier.close()
+
+    last, elapsed = _with_pool(settings, work)
+    shown = ", ".join(f"{t.removeprefix('job.')}: {n}" for t, n in sorted(last.items()))
+    print(f"{args.count} probe jobs after {elapsed:.1f}s: {shown}")
+    if last.get("job.completed", 0) == args.count:
+        return 0
+    if args.fail is None:
+        raise CliError(
+            "not every probe completed; is a worker running? "
+            "(`byteor-cloud jobs list --type probe`)"
+        )
+    return 0
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from ops.up import run_up
 
@@ -431,6 +631,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     jobs_retry.add_argument("job_id", metavar="ID", type=_uuid_arg, help="the job's id")
     jobs_retry.set_defaults(func=cmd_jobs_retry)
+    jobs_probe = jobs_sub.add_parser(
+        "probe",
+        help="run diagnostic probe jobs end to end and wait for them",
+        description="Enqueue N probe jobs through the event store (the relay publishes "
+        "them, a worker runs them; each records its run and one effect in probe_runs and "
+        "probe_effects) and wait until all have finished. Exit 2 if any did not complete.",
+    )
+    jobs_probe.add_argument("--count", type=int, default=1, help="how many probes (default 1)")
+    jobs_probe.add_argument(
+        "--sleep-ms", type=int, default=0, help="each probe holds its attempt this long"
+    )
+    jobs_probe.add_argument(
+        "--fail",
+        choices=["transient", "permanent"],
+        help="make every attempt fail (to see retries and dead letters, or failed)",
+    )
+    jobs_probe.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait (default 60)"
+    )
+    jobs_probe.set_defaults(func=cmd_jobs_probe)
+
+    keys = sub.add_parser(
+        "keys",
+        help="master keys and per-organization data keys of inline secrets",
+        description="Inline secrets are encrypted with per-organization data keys, which are "
+        "stored wrapped by a master key (BYTEOR_CLOUD_MASTER_KEYS or "
+        "BYTEOR_CLOUD_MASTER_KEY_FILE; the first key is current). Key material is never shown.",
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    keys_rotate = keys_sub.add_parser(
+        "rotate",
+        help="re-wrap every data key under the current master key",
+        description="Re-wrap every data key not yet under the current (first configured) "
+        "master key, in batches, while the system runs; idempotent. Configure the new key "
+        "first and keep the old ones until this has finished (see `keys status`).",
+    )
+    keys_rotate.add_argument(
+        "--new-data-keys",
+        action="store_true",
+        help="also give every organization a fresh current data key (old ones are kept "
+        "to decrypt what they encrypted)",
+    )
+    keys_rotate.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=200,
+        help="data keys per transaction (default 200)",
+    )
+    keys_rotate.set_defaults(func=cmd_keys_rotate)
+    keys_status = keys_sub.add_parser(
+        "status",
+        help="data keys per master key id",
+        description="Count data keys (all, current, organizations) per master key id and "
+        "show which master keys are configured; no key material.",
+    )
+    keys_status.set_defaults(func=cmd_keys_status)
     return parser
 
 

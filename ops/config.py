@@ -16,12 +16,15 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
+from workers.streams import JobTypeTuning
+
 if TYPE_CHECKING:
+    from commands.secret_keys import MasterKey
     from ops.stack import StackState
 
 PREFIX = "BYTEOR_CLOUD_"
@@ -77,6 +80,26 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_enrollment_per_minute: int = 60
     rate_limit_artifact_per_minute: int = 120
     rate_limit_window_s: float = 60.0
+    # Job engine tuning (workers/): consume loops per job type in a worker
+    # process, per-type overrides of workers/streams.py DEFAULT_JOB_TYPES, and
+    # how long a queued job may sit without a message before the reconciler
+    # sends it again (tests and benchmarks shorten these).
+    worker_concurrency: int = 4
+    job_settings: dict[str, JobTypeTuning] = msgspec.field(default_factory=dict)
+    reconcile_grace_s: float = 300.0
+    reconcile_interval_s: float = 30.0
+    # OIDC login (commands/oidc_login.py): with an issuer set, people sign in
+    # through that OpenID provider and local passwords are refused; without one,
+    # local passwords are the way in. The redirect URL defaults to
+    # PUBLIC_BASE_URL + /auth/callback.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    oidc_redirect_url: str | None = None
+    # Master keys for inline secrets (ops/master_keys.py): MASTER_KEYS first,
+    # then MASTER_KEY_FILE's; empty means the embedded stack's generated key.
+    master_keys: tuple[MasterKey, ...] = ()
+    master_key_file: Path | None = None
 
     # --- construction -------------------------------------------------------------
 
@@ -117,6 +140,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         }
         rate_window = env.get("RATE_LIMIT_WINDOW_S", _window_seconds, "a number of seconds")
+        grace = env.get("RECONCILE_GRACE_S", _seconds, "a number of seconds")
+        interval = env.get("RECONCILE_INTERVAL_S", _seconds, "a number of seconds")
+        oidc = _oidc_settings(env, public)
+        from ops import master_keys
+
+        keys, key_file = master_keys.from_env(env.raw("MASTER_KEYS"), env.raw("MASTER_KEY_FILE"))
 
         return cls(
             home=home if home is not None else Path.cwd() / ".byteor",
@@ -143,6 +172,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_enrollment_per_minute=_default(rate["enrollment_"], 60),
             rate_limit_artifact_per_minute=_default(rate["artifact_"], 120),
             rate_limit_window_s=_default(rate_window, 60.0),
+            worker_concurrency=_default(
+                env.get("WORKER_CONCURRENCY", _positive_int, "an integer"), 4
+            ),
+            job_settings=_default(
+                env.get(
+                    "JOB_SETTINGS",
+                    _job_settings,
+                    'a JSON object, e.g. {"probe": {"ack_wait_s": 2, "max_attempts": 4}}',
+                ),
+                {},
+            ),
+            reconcile_grace_s=_default(grace, 300.0),
+            reconcile_interval_s=_default(interval, 30.0),
+            oidc_issuer=oidc.issuer,
+            oidc_client_id=oidc.client_id,
+            oidc_client_secret=oidc.client_secret,
+            oidc_redirect_url=oidc.redirect_url,
+            master_keys=keys,
+            master_key_file=key_file,
         )
 
     def with_stack(self, state: StackState) -> Settings:
@@ -184,7 +232,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         shown: list[str] = []
         for name in self.__struct_fields__:
             value = getattr(self, name)
-            if name in ("s3_secret_key", "vault_token") and value is not None:
+            if name in ("s3_secret_key", "vault_token", "oidc_client_secret") and value is not None:
                 value = "***"
             elif name in ("database_url", "nats_url") and value is not None:
                 value = _mask_password(value)
@@ -260,6 +308,84 @@ def _window_seconds(value: str) -> float:
     if not 0.06 <= seconds <= 86400:
         raise ValueError("must be between 0.06 and 86400")
     return seconds
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0.01 <= seconds <= 86400:
+        raise ValueError("must be between 0.01 and 86400")
+    return seconds
+
+
+def _job_settings(value: str) -> dict[str, JobTypeTuning]:
+    try:
+        return msgspec.json.decode(value, type=dict[str, JobTypeTuning])
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Oidc(NamedTuple):
+    issuer: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    redirect_url: str | None = None
+
+
+def _oidc_settings(env: _Env, public_base_url: str) -> _Oidc:
+    """The OIDC_* variables: all unset, or an issuer and a client id at least."""
+    issuer = env.get("OIDC_ISSUER", _issuer_url, "an https URL (http only on loopback)")
+    client_id = env.raw("OIDC_CLIENT_ID")
+    client_secret = env.raw("OIDC_CLIENT_SECRET")
+    redirect = env.get(
+        "OIDC_REDIRECT_URL", _callback_url, "an http(s) URL ending in /auth/callback"
+    )
+    if issuer is None:
+        for name, value in (
+            ("OIDC_CLIENT_ID", client_id),
+            ("OIDC_CLIENT_SECRET", client_secret),
+            ("OIDC_REDIRECT_URL", redirect),
+        ):
+            if value is not None:
+                raise ConfigError(f"{PREFIX}{name}: set {PREFIX}OIDC_ISSUER too, or unset it")
+        return _Oidc()
+    if client_id is None:
+        raise ConfigError(f"{PREFIX}OIDC_CLIENT_ID: required when {PREFIX}OIDC_ISSUER is set")
+    return _Oidc(
+        issuer=issuer,
+        client_id=client_id,
+        # Optional: a public client authenticates at the token endpoint by PKCE alone.
+        client_secret=client_secret,
+        redirect_url=redirect or f"{public_base_url}/auth/callback",
+    )
+
+
+def _issuer_url(value: str) -> str:
+    # Kept exactly as given (a trailing slash included): OIDC Discovery requires
+    # the provider's "issuer" to equal it, character for character.
+    parts = urlsplit(value)
+    _url(value, ("http", "https"))
+    if parts.query or parts.fragment:
+        raise ValueError("an issuer has no query or fragment")
+    if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+        raise ValueError("http is allowed only for a loopback issuer")
+    return value
+
+
+def _callback_url(value: str) -> str:
+    _url(value, ("http", "https"))
+    parts = urlsplit(value)
+    if not parts.path.endswith("/auth/callback") or parts.fragment:
+        raise ValueError("the path must end in /auth/callback, without a fragment")
+    return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def split_host_port(value: str) -> tuple[str, int]:

@@ -10,20 +10,27 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import msgspec
 import uvicorn
 
+from commands.oidc_client import OidcClient, OidcSettings
 from commands.pgstore import open_store
 from commands.ratelimit import RateLimits
+from projections.drafts import DraftProjection
 from projections.feed import PgFeed
 from projections.jobs import JobIndexProjection
 from projections.runner import ProjectionRunner
 from projections.tenancy import TenancyProjection
 from schema.migrate import MigrationError, pending
 from schema.pg import connect, create_pool
+from workers.probe import Probe
 from workers.relay import JetStreamPublisher, wait_for_nats
+from workers.spec_ingest import spec_ingest_handler
+from workers.streams import JobTypeTuning
 
 log = logging.getLogger("byteor.processes")
 
@@ -47,6 +54,11 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     projection_wait_s: float = 5.0
     log_level: str = "INFO"
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
+    worker_concurrency: int = 4
+    job_settings: dict[str, JobTypeTuning] = msgspec.field(default_factory=dict)
+    reconcile_grace_s: float = 300.0
+    reconcile_interval_s: float = 30.0
+    oidc: OidcSettings | None = None  # None: local password login
 
 
 class NotMigrated(RuntimeError):
@@ -88,12 +100,14 @@ async def run_api(rt: Runtime) -> None:
     )
     feed = PgFeed(pool)
     store = open_store(rt.database_url, size=rt.pool_max, role=rt.db_role)
+    oidc = OidcClient(rt.oidc) if rt.oidc is not None else None
     app = create_app(
         pool,
         feed,
         projection_wait_s=rt.projection_wait_s,
         rate_limits=rt.rate_limits,
         store=store,
+        oidc=oidc,
     )
     config = uvicorn.Config(
         app,
@@ -109,6 +123,8 @@ async def run_api(rt: Runtime) -> None:
     try:
         await server.serve()
     finally:
+        if oidc is not None:
+            await oidc.close()
         await store.close()
         await pool.close()
 
@@ -134,10 +150,10 @@ async def run_projector(rt: Runtime) -> None:
     runner = ProjectionRunner(
         pool,
         PgFeed(pool, listen_dsn=listen),
-        [TenancyProjection(), JobIndexProjection()],
+        [TenancyProjection(), JobIndexProjection(), DraftProjection()],
         lease_dsn=listen,
     )
-    log.info("projector running", extra={"projections": ["tenancy", "job_index"]})
+    log.info("projector running", extra={"projections": ["tenancy", "job_index", "drafts"]})
     try:
         await _run_runner(rt, runner, stop)
     finally:
@@ -187,7 +203,7 @@ async def run_worker(rt: Runtime) -> None:
     from workers.consumer import JobStore, run_workers
     from workers.reconciler import Reconciler
     from workers.scheduler import Scheduler
-    from workers.streams import ensure
+    from workers.streams import DEFAULT_JOB_TYPES, ensure, tuned
 
     stop = stop_event()
     if rt.nats_url is None:
@@ -197,12 +213,19 @@ async def run_worker(rt: Runtime) -> None:
     if connected is None:
         return
     nc, js = connected
-    settings = await ensure(js)
+    settings = await ensure(js, tuned(DEFAULT_JOB_TYPES, rt.job_settings))
+    # Every consume loop may hold a connection for its handler and one for the store.
+    size = max(4, rt.worker_concurrency + 2)
     pool = await create_pool(
-        rt.database_url, role=rt.db_role, min_size=1, max_size=4, application_name="byteor-worker"
+        rt.database_url,
+        role=rt.db_role,
+        min_size=1,
+        max_size=size,
+        application_name="byteor-worker",
     )
-    store = open_store(rt.database_url, size=4, role=rt.db_role)
+    store = open_store(rt.database_url, size=size, role=rt.db_role)
     jobs = JobStore(store)
+    handlers = {**HANDLERS, **{t: make(pool) for t, make in POOL_HANDLERS.items()}}
     app = Litestar(route_handlers=[healthz, metrics], logging_config=None)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -216,11 +239,21 @@ async def run_worker(rt: Runtime) -> None:
     try:
         async with asyncio.TaskGroup() as group:
             serving = group.create_task(server.serve())
-            group.create_task(run_workers(jobs, js, settings, HANDLERS, stop))
-            group.create_task(Reconciler(pool, jobs, js, job_types=HANDLERS.keys()).run(stop))
+            group.create_task(
+                run_workers(jobs, js, settings, handlers, stop, concurrency=rt.worker_concurrency)
+            )
+            reconciler = Reconciler(
+                pool,
+                jobs,
+                js,
+                job_types=handlers.keys(),
+                grace_s=rt.reconcile_grace_s,
+                interval_s=rt.reconcile_interval_s,
+            )
+            group.create_task(reconciler.run(stop))
             # Only job types with a handler: a queued job nobody consumes would be
             # republished by the reconciler every grace period, forever.
-            scheduled = [s for s in DEFAULT_SCHEDULES if s.job_type in HANDLERS]
+            scheduled = [s for s in DEFAULT_SCHEDULES if s.job_type in handlers]
             group.create_task(Scheduler(jobs, scheduled, settings).run(stop))
             await stop.wait()
             server.should_exit = True
@@ -234,6 +267,11 @@ async def run_worker(rt: Runtime) -> None:
 
 # Job handlers by job type; each issue that brings a job type registers it here.
 HANDLERS: dict[str, Any] = {}
+# Job types whose handler needs the worker's database pool: built when it exists.
+POOL_HANDLERS: dict[str, Callable[[asyncpg.Pool], Any]] = {
+    "probe": Probe,
+    "spec_ingest": spec_ingest_handler,
+}
 
 
 def _with_role(rt: Runtime) -> str:

@@ -62,6 +62,7 @@ def _terminate(children: dict[str, subprocess.Popen[bytes]]) -> None:
 
 def run_up(settings: Settings) -> int:
     from ops.cli import resolve_runtime
+    from ops.master_keys import child_env as master_key_env
     from ops.stack import Stack, services_needed, start_stack, stop_stack
     from schema.migrate import migrate_dsn
 
@@ -81,6 +82,7 @@ def run_up(settings: Settings) -> int:
         applied = asyncio.run(migrate_dsn(rt.database_url))
         print(f"migrations: {len(applied)} applied" if applied else "migrations: up to date")
         env = _child_env(rt)
+        env.update(master_key_env(settings))
         for name in PROCESSES:
             children[name] = subprocess.Popen(
                 [sys.executable, "-m", "ops.cli", name], env=env, stdin=subprocess.DEVNULL

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 import asyncpg
@@ -67,7 +67,7 @@ class PgFeed:
         async with self.pool.acquire() as conn:
             return await conn.fetch(_READ_AFTER, cursor.transaction_id, cursor.position, limit)
 
-    async def pages(self, cursor: Cursor, limit: int) -> AsyncIterator[list[RecordedEvent]]:
+    async def pages(self, cursor: Cursor, limit: int) -> AsyncGenerator[list[RecordedEvent], None]:
         """Full pages after ``cursor`` until the readable end, reading one page ahead.
 
         While the caller works on a page, the next one is already being read on

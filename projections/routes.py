@@ -88,6 +88,11 @@ async def _authorize(
         role = principal.role if live else None
     membership = Membership(org_id=org_id, org_role=_ROLES[role]) if role in _ROLES else None
     decision = decide(principal.kind, membership, permission, ResourcePath(org_id))
+    if decision.status == 404 and not await pool.fetchval(
+        "SELECT true FROM org_view WHERE id = $1 AND deleted_at IS NULL", org_id
+    ):
+        # Nothing to deny: a missing organization is not an access denial (audit).
+        raise NotFound("organization not found", code="organization_not_found")
     require_decision(decision, "organization")
     if principal.scopes and permission.value not in principal.scopes:
         raise Forbidden(

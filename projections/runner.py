@@ -91,6 +91,11 @@ async def apply_batch(
         for event in events:
             if projection.handles(event.event_type):
                 await projection.apply(conn, event)
+        # A projection that writes outside Postgres (the relay) may pipeline its
+        # writes in apply and confirm them here, before the checkpoint commits.
+        flush = getattr(projection, "flush", None)
+        if flush is not None:
+            await flush()
     return last
 
 

@@ -46,7 +46,7 @@ from domain import job
 from domain.errors import DomainError
 from projections.jobs import due_at, overdue
 from workers.consumer import JobStore, Loaded
-from workers.streams import JobMessage, job_msg_id, job_subject
+from workers.streams import LOST, JobMessage, ensure_jobs_stream, job_msg_id, job_subject
 
 log = logging.getLogger("byteor.jobs")
 
@@ -139,6 +139,9 @@ class Reconciler:
             await self.publish(state)
         except Exception as exc:  # NATS down: queued in the new generation, due again later
             log.warning("republished job %s not sent: %s: %s", job_id, type(exc).__name__, exc)
+            if isinstance(exc, LOST):  # NATS came back without the stream: put it back
+                with contextlib.suppress(Exception):
+                    await ensure_jobs_stream(self.js)
             return "unsent"
         return "republished"
 

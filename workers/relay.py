@@ -19,18 +19,19 @@ in the transaction of the domain event that caused it): ``job.queued`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import PubAck, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from domain.envelope import RecordedEvent
 from schema.pg import Connection
-from workers.streams import JobMessage, ensure_jobs_stream, job_msg_id, job_subject
+from workers.streams import LOST, JobMessage, ensure_jobs_stream, job_msg_id, job_subject
 
 log = logging.getLogger("byteor.relay")
 
@@ -118,13 +119,23 @@ async def ensure_events_stream(js: JetStreamContext) -> None:
 
 
 class JetStreamPublisher:
-    """The relay's projection: ``apply`` publishes; the runner moves the checkpoint."""
+    """The relay's projection: ``apply`` publishes, ``flush`` waits for every
+    acknowledgement; then the runner moves the checkpoint.
+
+    Publishes are pipelined: ``apply`` hands each message to the connection
+    without waiting for its ack (one round trip per batch, not per message),
+    in feed order, which is the order JetStream stores them in. ``flush``
+    fails the batch if any ack is an error or missing after ``ack_timeout_s``;
+    the batch is then published again and JetStream drops the copies.
+    """
 
     name: str = NAME
     tables: Sequence[str] = ()
 
-    def __init__(self, js: JetStreamContext) -> None:
+    def __init__(self, js: JetStreamContext, *, ack_timeout_s: float = 5.0) -> None:
         self.js = js
+        self.ack_timeout_s = ack_timeout_s
+        self._acks: list[asyncio.Future[PubAck]] = []
 
     def handles(self, event_type: str) -> bool:
         return True
@@ -133,13 +144,29 @@ class JetStreamPublisher:
         job = job_message_of(event)
         if job is not None:
             subject, body, msg_id = job
-            await self.js.publish(subject, body, headers={"Nats-Msg-Id": msg_id}, timeout=5.0)
-        await self.js.publish(
-            subject_of(event),
-            message_of(event),
-            headers={"Nats-Msg-Id": str(event.event_id)},
-            timeout=5.0,
-        )
+            await self._publish(subject, body, msg_id)
+        await self._publish(subject_of(event), message_of(event), str(event.event_id))
+
+    async def flush(self) -> None:
+        acks, self._acks = self._acks, []
+        if not acks:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*acks), self.ack_timeout_s)
+        except LOST:
+            # NATS came back without its streams: put them back; the runner
+            # retries the batch.
+            with contextlib.suppress(Exception):
+                await ensure_events_stream(self.js)
+                await ensure_jobs_stream(self.js)
+            raise
+        finally:
+            for ack in acks:
+                ack.cancel()  # a no-op for the settled ones
+
+    async def _publish(self, subject: str, body: bytes, msg_id: str) -> None:
+        ack = await self.js.publish_async(subject, body, headers={"Nats-Msg-Id": msg_id})
+        self._acks.append(ack)
 
 
 async def connect_jetstream(url: str) -> tuple[NATS, JetStreamContext]:

@@ -27,7 +27,8 @@ Timing, deliberately (nats-server semantics):
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Annotated
 
 import msgspec
 from nats.js import JetStreamContext
@@ -40,7 +41,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import (
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 from domain.backoff import Backoff
 
@@ -112,7 +118,45 @@ DEFAULT_JOB_TYPES: tuple[JobTypeSettings, ...] = (
     JobTypeSettings(job_type="replay", ack_wait_s=120.0, max_attempts=3),
     JobTypeSettings(job_type="retention", ack_wait_s=120.0, max_attempts=3),
     JobTypeSettings(job_type="metering", max_attempts=8),
+    # the built-in diagnostic (workers/probe.py); short, so a stuck probe shows soon
+    JobTypeSettings(job_type="probe", ack_wait_s=10.0, max_attempts=3),
 )
+
+
+class JobTypeTuning(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Operator overrides of one job type's settings (``BYTEOR_CLOUD_JOB_SETTINGS``)."""
+
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    ack_wait_s: Annotated[float, msgspec.Meta(gt=0, le=DAY_S)] | None = None
+    backoff_base_s: Annotated[float, msgspec.Meta(ge=0, le=DAY_S)] | None = None
+    backoff_factor: Annotated[float, msgspec.Meta(ge=1, le=100)] | None = None
+    backoff_cap_s: Annotated[float, msgspec.Meta(ge=0, le=DAY_S)] | None = None
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+def tuned(
+    job_types: Iterable[JobTypeSettings], tuning: Mapping[str, JobTypeTuning]
+) -> tuple[JobTypeSettings, ...]:
+    """``job_types`` with the overrides applied; an override of an unknown type is an error."""
+    types = {s.job_type: s for s in job_types}
+    unknown = sorted(set(tuning) - set(types))
+    if unknown:
+        raise ValueError(f"no such job type: {', '.join(unknown)}")
+    for name, t in tuning.items():
+        s = types[name]
+        backoff = Backoff(
+            base_s=s.backoff.base_s if t.backoff_base_s is None else t.backoff_base_s,
+            factor=s.backoff.factor if t.backoff_factor is None else t.backoff_factor,
+            cap_s=s.backoff.cap_s if t.backoff_cap_s is None else t.backoff_cap_s,
+        )
+        types[name] = msgspec.structs.replace(
+            s,
+            max_attempts=s.max_attempts if t.max_attempts is None else t.max_attempts,
+            ack_wait_s=s.ack_wait_s if t.ack_wait_s is None else t.ack_wait_s,
+            max_ack_pending=s.max_ack_pending if t.max_ack_pending is None else t.max_ack_pending,
+            backoff=backoff,
+        )
+    return tuple(types.values())
 
 
 def job_subject(job_type: str) -> str:
@@ -179,6 +223,23 @@ async def ensure(
         await js.add_consumer(JOBS_STREAM, s.consumer_config())
     await js.add_consumer(DEAD_LETTER_STREAM, dead_letter_consumer_config())
     return settings
+
+
+# What a request answers when the stream or consumer it names does not exist:
+# nats-server came back without its data (a wiped or replaced store).
+LOST = (ServiceUnavailableError, NotFoundError, NoStreamResponseError)
+
+
+async def recreate(js: JetStreamContext, job_types: Iterable[JobTypeSettings]) -> None:
+    """After a ``LOST`` answer: ``ensure`` again, so a running process heals itself.
+
+    Failing here is fine (NATS may be down again); the caller retries later.
+    """
+    try:
+        await ensure(js, job_types)
+        log.warning("JetStream streams and consumers re-created")
+    except Exception as exc:
+        log.warning("could not re-create JetStream streams: %s: %s", type(exc).__name__, exc)
 
 
 async def ensure_jobs_stream(js: JetStreamContext) -> None:

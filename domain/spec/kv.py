@@ -58,6 +58,7 @@ __all__ = [
     "MAX_KEYS",
     "Value",
     "canonicalize",
+    "check_limits",
     "encode",
     "is_canonical",
     "parse",
@@ -204,6 +205,16 @@ def _bad_key_column(key: str) -> tuple[int, str]:
             return offset, f"segment {segment!r} is not [a-z_][a-z0-9_]* nor an index"
         offset += len(segment) + 1
     return 0, "malformed key"
+
+
+def check_limits(text: str | bytes) -> None:
+    """Only the limits (and UTF-8), without parsing a line: what a draft save checks.
+
+    A draft may hold text that does not parse yet (its ``spec_ingest`` job reports
+    the findings), but never more than a spec may be; linear in the text.
+    """
+    decoded = _decode(text)
+    _check_key_count(decoded.split("\n"))
 
 
 def parse(text: str | bytes) -> dict[str, Value]:

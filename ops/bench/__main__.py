@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["eventstore", "authz", "spec"]
+BENCHMARKS = ["eventstore", "authz", "spec", "jobs"]
 
 USAGE = __doc__ or ""
 

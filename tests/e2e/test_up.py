@@ -91,6 +91,19 @@ def test_up_serves_the_readme_flow_and_stops_cleanly(tmp_path: Path) -> None:
             assert listed.json()["items"] == [env_r.json()]
             orgs = http.get("/api/v1/orgs").json()["items"]
             assert {o["name"] for o in orgs} >= {"First Org", "Acme"}
+        # The embedded master key: generated once, private, usable by the CLI.
+        assert (home / "master.keys").stat().st_mode & 0o777 == 0o600
+        keys = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "keys", "status"],
+            check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert keys.returncode == 0, keys.stderr
+        assert "current" in keys.stdout
         state = json.loads((home / "stack.json").read_text())
     finally:
         up.send_signal(signal.SIGINT)

@@ -11,6 +11,7 @@ import pytest
 
 from commands.bootstrap import create_user
 from ops.app import create_app
+from projections.drafts import DraftProjection
 from projections.feed import PgFeed
 from projections.runner import ProjectionRunner
 from projections.tenancy import TenancyProjection
@@ -19,7 +20,10 @@ from projections.tenancy import TenancyProjection
 @pytest.fixture
 async def projector(pool: asyncpg.Pool, database: str) -> AsyncIterator[ProjectionRunner]:
     runner = ProjectionRunner(
-        pool, PgFeed(pool, listen_dsn=database), [TenancyProjection()], lease_dsn=database
+        pool,
+        PgFeed(pool, listen_dsn=database),
+        [TenancyProjection(), DraftProjection()],
+        lease_dsn=database,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(runner.run(stop))
@@ -53,3 +57,17 @@ class Bootstrap:
 @pytest.fixture
 def bootstrap(pool: asyncpg.Pool) -> Bootstrap:
     return Bootstrap(pool)
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenID provider on loopback (tests/oidc_provider.py): ``.issuer``,
+    ``.client_id``, ``.client_secret``, ``.redirect_uri``."""
+    from tests.oidc_provider import OidcProvider
+
+    provider = OidcProvider(tmp_path_factory.mktemp("oidc"))
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()

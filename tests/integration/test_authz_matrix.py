@@ -8,7 +8,10 @@ independently of ``domain.access.decide``, from DOMAIN.md §2-§3:
 * no credential, or one that is malformed, unknown or revoked → 401;
 * a credential of another tenant on an organization's routes → 404 (no existence leak);
 * a member lacking the permission (or an API key asked to manage memberships,
-  or the wrong credential family for the route) → 403;
+  or the wrong credential family for the route) → 403; agent keys and enrollment
+  tokens are the wrong family everywhere except enrollment (enrollment tokens) and
+  key rotation (agent keys), where a credential of another environment or agent
+  → 401 (DOMAIN.md §6: it does not authenticate anyone there);
 * otherwise the request really succeeds (2xx): writes carry valid bodies and each
   destructive request gets its own fresh target.
 """
@@ -35,10 +38,13 @@ from domain.access import Permission
 from domain.codec import default_codec
 from domain.envelope import SYSTEM, Metadata, StreamAppend
 from ops.app import create_app
+from projections.drafts import NAME as DRAFTS
 from projections.feed import PgFeed
 from projections.jobs import JobIndexProjection
 from projections.runner import wait_for_position
 from projections.tenancy import NAME as TENANCY
+from workers.consumer import JobContext
+from workers.spec_ingest import SpecIngest
 
 P = Permission
 ROLES = ("org_admin", "project_admin", "operator", "viewer")
@@ -66,7 +72,7 @@ HOLDS: dict[str, set[Permission]] = {
     "viewer": {P.VIEW_ORG, P.VIEW_PROJECT, P.VIEW_ENVIRONMENT},
 }
 
-Kind = Literal["org", "authenticated", "user", "session", "public"]
+Kind = Literal["org", "authenticated", "user", "session", "public", "enroll", "agent_or_org"]
 
 
 @dataclass(frozen=True)
@@ -76,17 +82,29 @@ class Rule:
     ``org``: an organization's route needing ``perm`` (404 for other tenants);
     ``authenticated``: any valid credential; ``user``: user credentials only
     (PAT or session; an API key is 403); ``session``: sessions only;
-    ``public``: no credential needed (a presented one is not looked at).
+    ``public``: no credential needed (a presented one is not looked at);
+    ``enroll``: enrollment tokens of the environment only; ``agent_or_org``: the
+    agent named in the path with its own key, or ``org`` with ``perm``. Every rule
+    but these two refuses agent keys and enrollment tokens (403).
     """
 
     kind: Kind
     perm: Permission | None = None
+    # A public route whose success needs state from outside the matrix answers this
+    # status to every caller instead of 2xx.
+    answers: int | None = None
 
 
 ORG = "/api/v1/orgs/{org_id:uuid}"
 PROJECT = ORG + "/projects/{project_id:uuid}"
 ENV = PROJECT + "/environments/{env_id:uuid}"
 JOB = ORG + "/jobs/{job_id:uuid}"
+AGENT = ENV + "/agents/{agent_id:uuid}"
+DRAFT = PROJECT + "/drafts/{draft_id:uuid}"
+VERSION = PROJECT + "/versions/{version_id:uuid}"
+SPEC_KV = "pipeline.name=m\npipeline.target=SingleRing\nsingle_ring.ordering=strict\n" + (
+    "single_ring.shards=1\nsingle_ring.stages.0.key=x\n"
+)
 
 TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/api/v1/me"): Rule("authenticated"),
@@ -113,10 +131,33 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("DELETE", "/api/v1/tokens/{token_id:uuid}"): Rule("user"),
     ("POST", "/auth/login"): Rule("public"),
     ("POST", "/auth/logout"): Rule("session"),
+    # OIDC login: the matrix's app has no issuer configured, so both answer 404
+    # oidc_not_configured to anyone; the flow itself is in test_oidc.py.
+    ("GET", "/auth/login"): Rule("public", answers=404),
+    ("GET", "/auth/callback"): Rule("public", answers=404),
     ("GET", ORG + "/jobs"): Rule("org", P.VIEW_ORG),
     ("GET", JOB): Rule("org", P.VIEW_ORG),
     # Re-queueing a job is an operation at the organization's scope (commands/jobs.py).
     ("POST", JOB + "/retry"): Rule("org", P.OPERATE_PROJECT),
+    ("POST", ENV + "/enrollment-tokens"): Rule("org", P.MANAGE_ENVIRONMENT),
+    ("GET", ENV + "/enrollment-tokens"): Rule("org", P.MANAGE_ENVIRONMENT),
+    ("DELETE", ENV + "/enrollment-tokens/{token_id:uuid}"): Rule("org", P.MANAGE_ENVIRONMENT),
+    ("POST", ENV + "/agents"): Rule("enroll"),
+    ("GET", ENV + "/agents"): Rule("org", P.VIEW_ENVIRONMENT),
+    ("GET", AGENT): Rule("org", P.VIEW_ENVIRONMENT),
+    ("DELETE", AGENT): Rule("org", P.MANAGE_ENVIRONMENT),
+    ("POST", AGENT + "/keys/rotate"): Rule("agent_or_org", P.MANAGE_ENVIRONMENT),
+    # Drafts and versions: writes (and preview) need OperateProject, reads ViewProject.
+    ("GET", PROJECT + "/drafts"): Rule("org", P.VIEW_PROJECT),
+    ("POST", PROJECT + "/drafts"): Rule("org", P.OPERATE_PROJECT),
+    ("GET", DRAFT): Rule("org", P.VIEW_PROJECT),
+    ("PUT", DRAFT): Rule("org", P.OPERATE_PROJECT),
+    ("DELETE", DRAFT): Rule("org", P.OPERATE_PROJECT),
+    ("POST", DRAFT + "/preview"): Rule("org", P.OPERATE_PROJECT),
+    ("POST", DRAFT + "/versions"): Rule("org", P.OPERATE_PROJECT),
+    ("GET", PROJECT + "/versions"): Rule("org", P.VIEW_PROJECT),
+    ("GET", VERSION): Rule("org", P.VIEW_PROJECT),
+    ("GET", VERSION + "/spec.kv"): Rule("org", P.VIEW_PROJECT),
 }
 
 # Cells where the application is known to disagree with DOMAIN.md:
@@ -127,7 +168,7 @@ KNOWN_MISMATCHES: dict[tuple[str, str, str], int] = {}
 @dataclass(frozen=True)
 class Principal:
     name: str
-    # "pat" | "session" | "api_key" | "none" | "invalid"
+    # "pat" | "session" | "api_key" | "agent" | "enrollment" | "none" | "invalid"
     family: str
     role: str | None = None  # its role in the organization under test
     foreign: bool = False  # a valid credential of another tenant
@@ -137,9 +178,15 @@ class Principal:
 def expected(rule: Rule, who: Principal) -> int | None:
     """The expected status: 401, 403 or 404, or None for "any 2xx"."""
     if rule.kind == "public":
-        return None
+        return rule.answers
     if who.family in ("none", "invalid"):
         return 401
+    if who.family in ("agent", "enrollment"):
+        if (rule.kind, who.family) in (("enroll", "enrollment"), ("agent_or_org", "agent")):
+            return 401 if who.foreign else None
+        return 403
+    if rule.kind == "enroll":
+        return 403
     is_user = who.family in ("pat", "session")
     if rule.kind == "authenticated":
         return None
@@ -147,7 +194,7 @@ def expected(rule: Rule, who: Principal) -> int | None:
         return None if is_user else 403
     if rule.kind == "session":
         return None if who.family == "session" else 403
-    assert rule.kind == "org" and rule.perm is not None
+    assert rule.kind in ("org", "agent_or_org") and rule.perm is not None
     if who.foreign:
         return 404
     assert who.role is not None
@@ -188,7 +235,8 @@ def unique(prefix: str) -> str:
 async def client(pool, projector):
     """The app with room in its rate limits (the matrix sends hundreds of requests,
     and the credential routes share the tight ``auth`` class)."""
-    app = create_app(pool, PgFeed(pool), rate_limits=RateLimits(default=100_000, auth=100_000))
+    limits = RateLimits(default=100_000, auth=100_000, enrollment=100_000)
+    app = create_app(pool, PgFeed(pool), rate_limits=limits)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
@@ -311,9 +359,39 @@ class World:
         self.ids["token_id"] = str(uuid.uuid4())
         self.ids["job_id"] = await self.failed_job(self.org)
 
+        # Agents and enrollment tokens: of the environment under test, of another
+        # tenant's, and ones that authenticate nobody (used, revoked, unknown).
+        used, agent = await self.agent()
+        self.ids["agent_id"] = agent["agent_id"]
+        self.tokens["agent"] = agent["api_key"]
+        self.tokens["enrollment"] = (await self.enrollment_token())["token"]
+        mallory_auth = bearer(mallory.token)
+        elsewhere = await self.tree(other_org, mallory_auth)
+        self.tokens["foreign/agent"] = (await self.agent(elsewhere, mallory_auth))[1]["api_key"]
+        foreign_enrollment = await self.enrollment_token(elsewhere, mallory_auth)
+        self.tokens["foreign/enrollment"] = foreign_enrollment["token"]
+        _, gone = await self.agent()
+        await self.ok("DELETE", fill(AGENT, {**self.ids, "agent_id": gone["agent_id"]}), self.admin)
+        self.tokens |= {
+            "used/enrollment": used,
+            "revoked/agent": gone["api_key"],
+            "unknown/enrollment": "bye_" + "C" * 43,
+            "unknown/agent": "bya_" + "D" * 43,
+        }
+        self.principals += [
+            Principal("agent", "agent"),
+            Principal("enrollment", "enrollment"),
+            Principal("foreign/agent", "agent", foreign=True),
+            Principal("foreign/enrollment", "enrollment", foreign=True),
+        ]
+        for name in ("used/enrollment", "revoked/agent", "unknown/enrollment", "unknown/agent"):
+            self.principals.append(Principal(name, "invalid"))
+        self.ids["draft_id"], self.ids["version_id"] = await self.versioned_draft()
+
         # Queries read projections: wait until they include every write above.
         head = await self.pool.fetchval("SELECT max(position) FROM events")
         assert await wait_for_position(self.pool, PgFeed(self.pool), TENANCY, head, 10.0)
+        assert await wait_for_position(self.pool, PgFeed(self.pool), DRAFTS, head, 10.0)
 
     async def failed_job(self, org_id: str) -> str:
         """A failed job of the organization, in the job index (the projection is
@@ -336,16 +414,53 @@ class World:
                 await projection.apply(conn, record)
         return str(job_id)
 
-    async def tree(self, org_id: str) -> dict[str, str]:
+    async def draft(self) -> str:
+        """A new draft in the project under test (its spec_ingest job is not run)."""
+        path = fill(PROJECT + "/drafts", self.ids)
+        body = {"name": unique("draft"), "target": "SingleRing", "spec_kv": SPEC_KV}
+        return str((await self.ok("POST", path, self.admin, body))["id"])
+
+    async def versioned_draft(self) -> tuple[str, str]:
+        """A draft validated (the spec_ingest handler called directly) with a version."""
+        draft_id = await self.draft()
+        handler = SpecIngest(self.store)
+        ctx = JobContext(
+            job_id=uuid.uuid4(),
+            job_type="spec_ingest",
+            payload={"draft_id": draft_id, "revision": 1},
+            attempt=1,
+            max_attempts=1,
+            generation=0,
+            tenant_id=None,
+        )
+        assert (await handler(ctx) or {})["outcome"] == "valid"
+        path = fill(DRAFT + "/versions", {**self.ids, "draft_id": draft_id})
+        version = await self.ok("POST", path, self.admin)
+        return draft_id, str(version["id"])
+
+    async def tree(self, org_id: str, auth: dict[str, str] | None = None) -> dict[str, str]:
         base = f"/api/v1/orgs/{org_id}/projects"
-        project = await self.ok("POST", base, self.admin, {"name": unique("P")})
+        auth = auth or self.admin
+        project = await self.ok("POST", base, auth, {"name": unique("P")})
         env = await self.ok(
             "POST",
             f"{base}/{project['id']}/environments",
-            self.admin,
+            auth,
             {"name": unique("env"), "posture": "dev"},
         )
         return {"org_id": org_id, "project_id": project["id"], "env_id": env["id"]}
+
+    async def enrollment_token(
+        self, ids: dict[str, str] | None = None, auth: dict[str, str] | None = None
+    ) -> dict:
+        path = fill(ENV + "/enrollment-tokens", ids or self.ids)
+        return await self.ok("POST", path, auth or self.admin, {"name": unique("enroll")})
+
+    async def agent(self, ids: dict[str, str] | None = None, auth: dict[str, str] | None = None):
+        """A new agent of the environment ``ids`` names (default: the one under test)."""
+        token = (await self.enrollment_token(ids, auth))["token"]
+        path = fill(ENV + "/agents", ids or self.ids)
+        return token, await self.ok("POST", path, bearer(token), {"name": unique("agent")})
 
     def auth(self, who: Principal) -> dict[str, str]:
         if who.family == "none":
@@ -377,6 +492,27 @@ class World:
             body = {"name": unique("key"), "role": "viewer"}
         elif key == ("POST", "/api/v1/tokens"):
             body = {"name": unique("tok")}
+        elif key == ("POST", PROJECT + "/drafts"):
+            body = {"name": unique("draft"), "target": "SingleRing", "spec_kv": SPEC_KV}
+        elif key == ("PUT", DRAFT):
+            body = {"name": unique("draft")}
+        elif key == ("DELETE", DRAFT) and allowed:
+            ids["draft_id"] = await self.draft()
+        elif key == ("POST", ENV + "/enrollment-tokens"):
+            body = {"name": unique("enroll")}
+        elif key == ("POST", ENV + "/agents"):
+            body = {"name": unique("agent")}
+            if allowed:
+                auth = bearer((await self.enrollment_token())["token"])
+        elif key == ("DELETE", ENV + "/enrollment-tokens/{token_id:uuid}") and allowed:
+            ids["token_id"] = (await self.enrollment_token())["id"]
+        elif key == ("DELETE", AGENT) and allowed:
+            ids["agent_id"] = (await self.agent())[1]["agent_id"]
+        elif key == ("POST", AGENT + "/keys/rotate") and allowed:
+            _, fresh = await self.agent()
+            ids["agent_id"] = fresh["agent_id"]
+            if who.family == "agent":
+                auth = bearer(fresh["api_key"])
         elif key == ("POST", "/auth/login"):
             body = {"email": "viewer@example.com", "password": PASSWORD}
         elif key == ("DELETE", ORG) and allowed:
@@ -431,7 +567,7 @@ async def test_authorization_matrix(client, pool) -> None:
 
     world = World(client, pool)
     await world.setup()
-    assert len(world.principals) == 4 * 3 + 3 + 7
+    assert len(world.principals) == 4 * 3 + 3 + 7 + 8
 
     mismatches: list[str] = []
     cells = 0

@@ -47,8 +47,10 @@ BAD_QUERIES = [
 @pytest.fixture
 async def client(pool, projector):
     """The app with room in its rate limits: this test sends many requests per route,
-    and the credential routes (tokens, API keys) share the tight ``auth`` limit."""
-    app = create_app(pool, PgFeed(pool), rate_limits=RateLimits(default=100_000, auth=100_000))
+    and the credential routes (tokens, API keys) share the tight ``auth`` limit, the
+    enrollment routes the ``enrollment`` one."""
+    limits = RateLimits(default=100_000, auth=100_000, enrollment=100_000)
+    app = create_app(pool, PgFeed(pool), rate_limits=limits)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
@@ -64,6 +66,13 @@ def http_routes(app) -> list[tuple[str, str]]:
                 continue
             out.append((method, route.path))
     return sorted(set(out))
+
+
+ENVIRONMENT = "/api/v1/orgs/{org_id:uuid}/projects/{project_id:uuid}/environments/{env_id:uuid}"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 # Ids a route names that make_tree does not create (a token, an API key): any id will do.
@@ -100,10 +109,16 @@ async def test_every_route_rejects_bad_input_cleanly(client, bootstrap, pool) ->
     app = client._transport.app  # the ASGI app under test
     routes = http_routes(app)
     assert len(routes) >= 15
+    # Enrollment takes an enrollment token only (commands/families.py): present one
+    # there, so that its bodies are judged and not its credential. Bad bodies leave
+    # the token unused.
+    env_path = fill(ENVIRONMENT, ids)
+    enroll = await client.post(f"{env_path}/enrollment-tokens", json={}, headers=auth)
+    by_route = {("POST", ENVIRONMENT + "/agents"): bearer(enroll.json()["token"])}
     before = await pool.fetchval("SELECT count(*) FROM events")
-    headers = {**auth, "Content-Type": "application/json"}
     for method, template in routes:
         path = fill(template, ids)
+        headers = {**by_route.get((method, template), auth), "Content-Type": "application/json"}
         if method in ("POST", "PUT"):
             for body in BAD_BODIES:
                 r = await client.request(method, path, content=body, headers=headers)

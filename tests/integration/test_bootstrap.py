@@ -58,8 +58,9 @@ async def test_no_token_plaintext_or_hash_is_stored_outside_the_credential_table
 
 
 async def test_no_secret_of_any_family_is_stored_in_the_clear(client, pool, database) -> None:
-    """One credential of each family (PAT, org API key, session, password), then every
-    table and every event is scanned: no plaintext anywhere, each hash only in its table."""
+    """One credential of each family (PAT, org API key, session, password, enrollment
+    token, agent key), then every table and every event is scanned: no plaintext
+    anywhere, each hash only in its table."""
     password = "a local password 123"
     made = await create_user(
         pool, email="ada@example.com", org_name="One", now=datetime.now(UTC), password=password
@@ -83,6 +84,29 @@ async def test_no_secret_of_any_family_is_stored_in_the_clear(client, pool, data
         for value in values:
             r = await client.get("/api/v1/orgs", headers={"Authorization": f"Bearer {value}"})
             assert r.status_code == 200
+    # An enrollment token enrolls an agent; its runtime key rotates itself; the new key
+    # is presented once more (refused on a route for people, after authenticating).
+    project = await client.post(
+        f"/api/v1/orgs/{made.org_id}/projects", json={"name": "P"}, headers=auth
+    )
+    env_base = f"/api/v1/orgs/{made.org_id}/projects/{project.json()['id']}/environments"
+    env = await client.post(env_base, json={"name": "e", "posture": "dev"}, headers=auth)
+    env_base += f"/{env.json()['id']}"
+    enrollment = await client.post(f"{env_base}/enrollment-tokens", json={}, headers=auth)
+    bye = enrollment.json()["token"]
+    enrolled = await client.post(
+        f"{env_base}/agents", json={}, headers={"Authorization": f"Bearer {bye}"}
+    )
+    bya = enrolled.json()["api_key"]
+    rotated = await client.post(
+        f"{env_base}/agents/{enrolled.json()['agent_id']}/keys/rotate",
+        headers={"Authorization": f"Bearer {bya}"},
+    )
+    assert (enrolled.status_code, rotated.status_code) == (201, 200)
+    bya_next = rotated.json()["api_key"]
+    r = await client.get("/api/v1/me", headers={"Authorization": f"Bearer {bya_next}"})
+    assert r.status_code == 403
+    secrets |= {"enrollment_tokens": [bye], "agent_keys": [bya, bya_next]}
     conn = await asyncpg.connect(database)
     try:
         password_hash = await conn.fetchval("SELECT password_hash FROM user_passwords")

@@ -23,7 +23,7 @@ from workers.streams import (
 )
 
 PROBE = JobTypeSettings(
-    job_type="probe",
+    job_type="sample",
     max_attempts=4,
     ack_wait_s=2.0,
     backoff=Backoff(base_s=1.0, factor=2.0, cap_s=3.0),
@@ -72,7 +72,7 @@ async def test_changed_settings_update_the_live_consumer(js) -> None:
     await ensure(js, [PROBE])
     changed = msgspec.structs.replace(PROBE, max_attempts=6, ack_wait_s=3.0, max_ack_pending=9)
     await ensure(js, [changed])
-    config = (await js.consumer_info(JOBS_STREAM, "jobs_probe")).config
+    config = (await js.consumer_info(JOBS_STREAM, "jobs_sample")).config
     assert (config.max_deliver, config.ack_wait, config.max_ack_pending) == (6, 3.0, 9)
     assert config.backoff == [3.0] * 5
 
@@ -80,10 +80,10 @@ async def test_changed_settings_update_the_live_consumer(js) -> None:
 async def test_a_message_out_of_deliveries_leaves_an_advisory_in_the_dead_letter_stream(
     js,
 ) -> None:
-    one_retry = JobTypeSettings(job_type="probe", max_attempts=2, ack_wait_s=2.0)
+    one_retry = JobTypeSettings(job_type="sample", max_attempts=2, ack_wait_s=2.0)
     await ensure(js, [one_retry])
-    ack = await js.publish("jobs.probe", b'{"job_id":"x","job_type":"probe"}')
-    sub = await js.pull_subscribe_bind(durable="jobs_probe", stream=JOBS_STREAM)
+    ack = await js.publish("jobs.sample", b'{"job_id":"x","job_type":"sample"}')
+    sub = await js.pull_subscribe_bind(durable="jobs_sample", stream=JOBS_STREAM)
     for attempt in (1, 2):
         (msg,) = await sub.fetch(1, timeout=5)
         assert msg.metadata.num_delivered == attempt
@@ -97,11 +97,11 @@ async def test_a_message_out_of_deliveries_leaves_an_advisory_in_the_dead_letter
     (advisory,) = await advisories.fetch(1, timeout=10)
     body = msgspec.json.decode(advisory.data)
     assert advisory.subject == (
-        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.jobs_probe"
+        f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{JOBS_STREAM}.jobs_sample"
     )
     assert (body["stream"], body["consumer"], body["stream_seq"]) == (
         JOBS_STREAM,
-        "jobs_probe",
+        "jobs_sample",
         ack.seq,
     )
     assert body["deliveries"] == 2

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from commands.auth import CredentialRejected, authenticate_token
+from commands.auth import Authenticated, CredentialRejected, authenticate_token
 from commands.credentials import (
     API_KEY_PREFIX,
     PAT_PREFIX,
@@ -83,11 +83,11 @@ class Fake:
         self.answer = answer
         self.seen: list[str] = []
 
-    async def authenticate(self, token: str) -> Principal | None:
+    async def authenticate(self, token: str, permit: object = None) -> Authenticated | None:
         self.seen.append(token)
         if isinstance(self.answer, CredentialRejected):
             raise self.answer
-        return self.answer
+        return None if self.answer is None else Authenticated(self.answer)
 
 
 async def test_each_token_is_judged_only_by_its_prefixs_family() -> None:
@@ -97,7 +97,8 @@ async def test_each_token_is_judged_only_by_its_prefixs_family() -> None:
     pats = Fake("personal_access_token", user)
     keys = Fake("org_api_key", CredentialRejected("revoked"))
     table = {PAT_PREFIX: pats, API_KEY_PREFIX: keys}
-    assert await authenticate_token(table, "byp_abc") is user
+    authenticated = await authenticate_token(table, "byp_abc")
+    assert authenticated is not None and authenticated.principal is user
     assert await authenticate_token(table, "byo_abc") is None
     assert await authenticate_token(table, "bys_abc") is None
     assert await authenticate_token(table, "abc") is None

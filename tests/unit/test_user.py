@@ -105,3 +105,37 @@ def test_create_command_refuses_malformed_addresses(email: str) -> None:
 def test_create_command_refuses_unknown_fields() -> None:
     with pytest.raises(InvalidInput):
         convert_command(CreateUser, {"email": "a@example.com", "password": "hunter2"})
+
+
+def test_an_oidc_link_and_an_oidc_session_are_recorded_on_the_user() -> None:
+    from datetime import UTC, datetime
+
+    from domain import user as user_mod
+
+    user = fold(create_user(convert_command(CreateUser, {"email": "a@example.com"}), user_id=ADA))
+    linked = user_mod.link_oidc(user, issuer="https://id.example.com", subject="s-1")
+    assert linked == (user_mod.UserOidcLinked(issuer="https://id.example.com", subject="s-1"),)
+    started = user_mod.start_session(
+        user,
+        session_id=uuid.UUID(int=1),
+        prefix="bys_abcdef",
+        expires_at=datetime(2026, 1, 1, tzinfo=UTC),
+        method="oidc",
+    )
+    assert started[0].method == "oidc"  # type: ignore[union-attr]
+    assert fold([*create_user(CreateUser(email="a@example.com"), user_id=ADA), *linked]) == User(
+        id=ADA, email="a@example.com", status="active", version=2
+    )
+    with pytest.raises(NotFound):
+        user_mod.link_oidc(None, issuer="https://id.example.com", subject="s-1")
+
+
+def test_a_session_started_before_oidc_decodes_as_a_password_login() -> None:
+    from domain import user as user_mod
+
+    old = (
+        b'{"type": "user.session_started", "session_id": "00000000-0000-0000-0000-000000000001",'
+        b' "prefix": "bys_abcdef", "expires_at": "2026-01-01T00:00:00Z"}'
+    )
+    event = default_codec().decode("user.session_started", 1, old)
+    assert isinstance(event, user_mod.UserSessionStarted) and event.method == "password"
