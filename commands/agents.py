@@ -18,15 +18,17 @@ another environment's path, answers 401 (DOMAIN.md §6).
 
 The list reads the ``agents`` table, written in the transaction of each
 agent event like the other credential tables, so it is current on return.
-``status`` is DOMAIN.md §6's derived status; until heartbeats exist an agent
-that is not revoked has never been seen and is ``offline``.
+``status`` is DOMAIN.md §6's derived status (domain/heartbeat.py), from the
+agent's last heartbeat (``agent_heartbeats``, commands/heartbeats.py) and the
+application's clock; ``runtime_version`` is the one last reported, else the
+one given at enrollment, and ``heartbeat`` the rest of the last report.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Response, delete, get, post
@@ -55,6 +57,7 @@ from commands.identity import AnyRequest, Written, commit, pool_of, refuse_idemp
 from commands.tenancy import ENVIRONMENT, authorize, load_org
 from domain import agent as agent_mod
 from domain import environment as env_mod
+from domain import heartbeat as heartbeat_mod
 from domain import organization as org_mod
 from domain import project as project_mod
 from domain.access import Permission
@@ -74,6 +77,20 @@ class Links(msgspec.Struct, frozen=True, kw_only=True):
     self: str
 
 
+class ReportedState(msgspec.Struct, frozen=True, kw_only=True):
+    """The agent's last heartbeat, as it reported it."""
+
+    received_at: datetime
+    runtime_version: str
+    deployment_id: uuid.UUID | None
+    bundle_digest: str | None
+    health: str
+    applied_tuning: list[dict[str, Any]]
+    counters: dict[str, int]
+    observations: dict[str, float]
+    heartbeats: int
+
+
 class AgentView(msgspec.Struct, frozen=True, kw_only=True):
     id: uuid.UUID
     org_id: uuid.UUID
@@ -84,7 +101,9 @@ class AgentView(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str]
     runtime_version: str | None
     capabilities: list[str]
-    status: Literal["offline", "revoked"]
+    status: heartbeat_mod.Status
+    last_seen_at: datetime | None
+    heartbeat: ReportedState | None
     key_prefix: str | None  # the live key's visible prefix; never the key
     enrollment_token_id: uuid.UUID
     revision: int
@@ -143,12 +162,35 @@ _SELECT = """
            a.created_at, a.updated_at, a.revoked_at,
            (SELECT k.prefix FROM agent_keys k
              WHERE k.agent_id = a.id AND k.revoked_at IS NULL) AS key_prefix,
-           (SELECT max(k.last_used_at) FROM agent_keys k WHERE k.agent_id = a.id) AS last_used_at
-    FROM agents a
+           (SELECT max(k.last_used_at) FROM agent_keys k WHERE k.agent_id = a.id) AS last_used_at,
+           h.received_at AS hb_received_at, h.runtime_version AS hb_runtime_version,
+           h.deployment_id AS hb_deployment_id, h.bundle_digest AS hb_bundle_digest,
+           h.health AS hb_health, h.applied_tuning AS hb_applied_tuning,
+           h.counters AS hb_counters, h.observations AS hb_observations,
+           h.heartbeats AS hb_heartbeats
+    FROM agents a LEFT JOIN agent_heartbeats h ON h.agent_id = a.id
 """
 
 
-def _view(row: Any) -> AgentView:
+def _reported(row: Any) -> ReportedState | None:
+    if row["hb_received_at"] is None:
+        return None
+    return ReportedState(
+        received_at=row["hb_received_at"],
+        runtime_version=row["hb_runtime_version"],
+        deployment_id=row["hb_deployment_id"],
+        bundle_digest=row["hb_bundle_digest"],
+        health=row["hb_health"],
+        applied_tuning=msgspec.json.decode(row["hb_applied_tuning"], type=list[dict[str, Any]]),
+        counters=msgspec.json.decode(row["hb_counters"], type=dict[str, int]),
+        observations=msgspec.json.decode(row["hb_observations"], type=dict[str, float]),
+        heartbeats=row["hb_heartbeats"],
+    )
+
+
+def _view(row: Any, now: datetime) -> AgentView:
+    reported = _reported(row)
+    last_seen_at = reported.received_at if reported is not None else None
     return AgentView(
         id=row["id"],
         org_id=row["org_id"],
@@ -157,9 +199,13 @@ def _view(row: Any) -> AgentView:
         name=row["name"],
         hostname=row["hostname"],
         labels=msgspec.json.decode(row["labels"], type=dict[str, str]),
-        runtime_version=row["runtime_version"],
+        runtime_version=reported.runtime_version if reported else row["runtime_version"],
         capabilities=list(row["capabilities"]),
-        status="revoked" if row["revoked_at"] is not None else "offline",
+        status=heartbeat_mod.derive_status(
+            revoked=row["revoked_at"] is not None, last_seen_at=last_seen_at, now=now
+        ),
+        last_seen_at=last_seen_at,
+        heartbeat=reported,
         key_prefix=row["key_prefix"],
         enrollment_token_id=row["enrollment_token_id"],
         revision=row["revision"],
@@ -200,7 +246,8 @@ async def list_agents(
         after_id,
         size + 1,
     )
-    return page_of(rows, size, _view)
+    now = deps.clock()
+    return page_of(rows, size, lambda row: _view(row, now))
 
 
 @get(AGENT, summary="One agent of an environment; never its key")
@@ -220,7 +267,7 @@ async def get_agent(
     )
     if row is None:
         raise NotFound("agent not found", code="agent_not_found")
-    view = _view(row)
+    view = _view(row, deps.clock())
     return Response(
         content=msgspec.json.encode(view),
         media_type="application/json",

@@ -7,7 +7,7 @@
 Managing keys needs ManageOrgMemberships, which no API key ever holds. A key
 authenticates as ``Principal(kind="api_key", org_id=..., role=...)`` and acts
 in its own organization only, under its role (commands.tenancy.authorize,
-projections.routes._authorize). Issue and revocation are events on the
+projections.scope.authorize). Issue and revocation are events on the
 organization's stream (``organization.api_key_issued`` / ``_revoked``),
 appended in the transaction that writes the key's row.
 """

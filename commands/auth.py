@@ -44,7 +44,8 @@ from commands.credentials import (
     touch_session,
     touch_token,
 )
-from commands.ratelimit import WINDOW_SCOPE_KEY, Permit, RateLimits, WindowStatus, classify
+from commands.families import require_family
+from commands.ratelimit import WINDOW_SCOPE_KEY, Permit, RateLimits, WindowStatus, route_class_of
 from domain.principal import Principal
 from schema.pg import AnyPool
 
@@ -334,6 +335,10 @@ def make_auth_middleware(
                     raise NotAuthorizedException("a bearer token is required")
                 # One answer for unknown, malformed, expired and revoked tokens.
                 raise NotAuthorizedException("the bearer token is not valid")
+            handler = connection.scope.get("route_handler")
+            if handler is not None:
+                # Agent keys and enrollment tokens only reach the routes made for them.
+                require_family(authenticated.principal, handler)
             if authenticated.window is not None:
                 connection.scope[WINDOW_SCOPE_KEY] = authenticated.window  # type: ignore[literal-required]
             return AuthenticationResult(user=authenticated.principal, auth=None)
@@ -349,7 +354,7 @@ def _permit_for(
     handler = connection.scope.get("route_handler")
     if handler is None:
         return None
-    route_class = classify(next(iter(handler.paths), connection.scope["path"]), handler.opt)
+    route_class = route_class_of(handler, connection.scope["path"])
     if route_class is None or route_class == "enrollment":
         return None
     return Permit(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ PAT_PREFIX: Final = "byp_"
 API_KEY_PREFIX: Final = "byo_"
 SESSION_PREFIX: Final = "bys_"
 _TOKEN_CHARS = 43  # secrets.token_urlsafe(32)
+_TOKEN_BODY = re.compile(rf"[A-Za-z0-9_-]{{{_TOKEN_CHARS}}}")
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 
@@ -83,12 +85,7 @@ def mint_token(prefix: str = PAT_PREFIX) -> IssuedToken:
 
 
 def looks_like(token: str, prefix: str) -> bool:
-    body = token[len(prefix) :]
-    return (
-        token.startswith(prefix)
-        and len(body) == _TOKEN_CHARS
-        and all(c.isalnum() or c in "-_" for c in body)
-    )
+    return token.startswith(prefix) and _TOKEN_BODY.fullmatch(token, len(prefix)) is not None
 
 
 def check_expiry(expires_at: datetime | None, now: datetime) -> None:

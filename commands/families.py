@@ -15,9 +15,8 @@ route, and nothing about the resource is revealed. Unauthenticated routes
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
-from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from domain.errors import Forbidden
@@ -28,11 +27,13 @@ CREDENTIALS: Final = "credentials"
 HUMAN: Final[frozenset[PrincipalKind]] = frozenset({"user", "api_key"})
 ENROLLMENT_ONLY: Final[frozenset[PrincipalKind]] = frozenset({"enrollment"})
 AGENT_OR_HUMAN: Final[frozenset[PrincipalKind]] = frozenset({"agent", "user", "api_key"})
+AGENT_ONLY: Final[frozenset[PrincipalKind]] = frozenset({"agent"})
 
 _FOR: Final = {
     HUMAN: "sessions, personal access tokens and organization API keys",
     ENROLLMENT_ONLY: "an enrollment token (bye_)",
     AGENT_OR_HUMAN: "an agent key (bya_), a session, a personal access token or an API key",
+    AGENT_ONLY: "an agent key (bya_)",
 }
 
 
@@ -41,12 +42,12 @@ def accepts(handler: BaseRouteHandler) -> frozenset[PrincipalKind]:
     return kinds
 
 
-def credential_family_guard(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
-    principal = connection.scope.get("user")
-    if not isinstance(principal, Principal):
-        return
+def require_family(principal: Principal, handler: BaseRouteHandler) -> None:
+    """403 ``wrong_credential_family`` unless ``handler`` takes ``principal``'s kind.
+
+    The auth middleware calls it right after authenticating (commands/auth.py):
+    as a Litestar guard it cost a copy of the route handler on every request.
+    """
     kinds = accepts(handler)
     if principal.kind not in kinds:
         raise Forbidden(

@@ -232,6 +232,7 @@ def default_codec() -> EventCodec:
         job,
         organization,
         project,
+        signing_key,
         user,
         version,
     )

@@ -6,6 +6,7 @@ import each other, and meet only here.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -17,27 +18,35 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
+from commands import agent_deployments as agent_deployment_commands
 from commands import agents as agent_commands
 from commands import api_keys as api_key_commands
+from commands import config_bundles as config_bundle_commands
+from commands import deployments as deployment_commands
 from commands import drafts as draft_commands
 from commands import enrollment as enrollment_commands
+from commands import heartbeats as heartbeat_commands
 from commands import jobs as job_commands
 from commands import me as me_route
 from commands import oidc_login as oidc_commands
 from commands import sessions as session_commands
+from commands import signing_keys as signing_key_commands
 from commands import tenancy as tenancy_commands
 from commands import tokens as token_commands
 from commands.auth import PUBLIC_PATHS, make_auth_middleware, standard_authenticators, utc_now
 from commands.denials import DenialFlusher, DenialRecorder
 from commands.execution import CommandDeps
-from commands.families import credential_family_guard
+from commands.object_store import ObjectStore
 from commands.oidc_client import OidcClient
 from commands.pgstore import PgEventStore
 from commands.problems import EXCEPTION_HANDLERS
 from commands.ratelimit import PgRateLimiter, RateLimitMiddleware, RateLimits
+from commands.secret_keys import SecretCipher
 from domain.codec import default_codec
 from ops.health import healthz, readyz
 from ops.telemetry import CountingStore, metrics
+from projections import config_bundle_routes as config_bundle_queries
+from projections import deployment_routes as deployment_queries
 from projections import draft_routes as draft_queries
 from projections import job_routes as job_queries
 from projections import routes as tenancy_queries
@@ -57,6 +66,8 @@ def create_app(
     rate_limits: RateLimits | None = None,
     store: PgEventStore | None = None,
     oidc: OidcClient | None = None,
+    secret_cipher: SecretCipher | None = None,
+    object_store: ObjectStore | None = None,
 ) -> Litestar:
     """The API on ``pool`` (queries, credentials, limits) and ``store`` (appends).
 
@@ -100,19 +111,24 @@ def create_app(
             *oidc_commands.ROUTES,
             *job_commands.ROUTES,
             *draft_commands.ROUTES,
+            *config_bundle_commands.ROUTES,
             *enrollment_commands.ROUTES,
             *agent_commands.ROUTES,
+            *heartbeat_commands.ROUTES,
+            *agent_deployment_commands.ROUTES,
+            *signing_key_commands.ROUTES,
+            *deployment_commands.ROUTES,
             *tenancy_queries.ROUTES,
             *job_queries.ROUTES,
             *draft_queries.ROUTES,
+            *config_bundle_queries.ROUTES,
+            *deployment_queries.ROUTES,
             healthz,
             readyz,
             metrics,
         ],
         # First entry outermost: the rate limiter runs inside auth (it needs the principal).
         middleware=[prometheus.middleware, auth, rate_limiter],
-        # Agent keys and enrollment tokens only reach the routes made for them.
-        guards=[credential_family_guard],
         exception_handlers=EXCEPTION_HANDLERS,
         state=State(
             {
@@ -123,6 +139,13 @@ def create_app(
                 # The OpenID provider's client when an issuer is configured
                 # (commands/oidc_login.py); None keeps password login.
                 "oidc": oidc,
+                # Encrypts inline secrets of config bundles (commands/secret_keys.py);
+                # None: no master key configured, inline secrets are refused (503).
+                "secret_cipher": secret_cipher,
+                # Deploy bundles for the agents' download route (commands/agent_deployments.py);
+                # started on first use, None answers 503 bundles_unavailable.
+                "object_store": object_store,
+                "object_store_lock": asyncio.Lock(),
             }
         ),
         openapi_config=OpenAPIConfig(

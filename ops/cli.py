@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -81,6 +82,20 @@ def resolve_runtime(settings: Settings) -> Any:
     )
 
 
+def _keyring_or_none(settings: Settings) -> Any:
+    """The master keys, or None when none are configured for an external database:
+    the API then runs and refuses inline secrets (503)."""
+    import logging
+
+    from ops.master_keys import keyring_for
+
+    try:
+        return keyring_for(settings)
+    except ConfigError as exc:
+        logging.getLogger("byteor.cli").warning(f"{exc}; inline secrets are refused")
+        return None
+
+
 def oidc_settings(settings: Settings) -> Any:
     """The OpenID provider's client settings, or None when no issuer is configured."""
     from commands.oidc_client import OidcSettings
@@ -105,11 +120,17 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def _process(name: str) -> Callable[[Settings, argparse.Namespace], int]:
     def command(settings: Settings, args: argparse.Namespace) -> int:
+        import msgspec
+
         from ops import processes
         from ops.logs import configure
 
         configure(name, level=settings.log_level, fmt=settings.log_format)
         rt = resolve_runtime(settings)
+        if name in ("api", "worker"):
+            # The settings as given (before the stack's URLs): with the embedded
+            # database and no configured key, its generated key file is used.
+            rt = msgspec.structs.replace(rt, keyring=_keyring_or_none(settings))
         entry = getattr(processes, f"run_{name}")
         try:
             _run(entry(rt))
@@ -537,6 +558,12 @@ def cmd_jobs_probe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agent_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from ops.agent_sim import run_cli
+
+    return run_cli(args, args.token or os.environ.get("BYTEOR_CLOUD_TOKEN"))
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from ops.up import run_up
 
@@ -687,6 +714,26 @@ def build_parser() -> argparse.ArgumentParser:
         "show which master keys are configured; no key material.",
     )
     keys_status.set_defaults(func=cmd_keys_status)
+
+    agent = sub.add_parser(
+        "agent",
+        help="the reference agent",
+        description="A reference ByteOr agent speaking the agent protocol over HTTP.",
+    )
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="COMMAND")
+    simulate = agent_sub.add_parser(
+        "simulate",
+        help="enroll N simulated agents and heartbeat from one process",
+        description="Enroll --count agents in one environment (one single-use enrollment "
+        "token each: given, or minted with --token), then heartbeat each every --interval "
+        "seconds for --duration seconds from one asyncio process over keep-alive "
+        "connections. Progress on stderr; the last line is a JSON summary (sent, errors, "
+        "p50/p99 latency). Exit 1 if any heartbeat failed.",
+    )
+    from ops.agent_sim import add_arguments as add_simulate_arguments
+
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(func=cmd_agent_simulate)
     return parser
 
 

@@ -17,9 +17,13 @@ import asyncpg
 import msgspec
 import uvicorn
 
+from commands.object_store import ObjectStore
 from commands.oidc_client import OidcClient, OidcSettings
 from commands.pgstore import open_store
 from commands.ratelimit import RateLimits
+from commands.secret_keys import SecretCipher
+from projections.config_bundles import ConfigBundleProjection
+from projections.deployments import DeploymentProjection
 from projections.drafts import DraftProjection
 from projections.feed import PgFeed
 from projections.jobs import JobIndexProjection
@@ -27,10 +31,12 @@ from projections.runner import ProjectionRunner
 from projections.tenancy import TenancyProjection
 from schema.migrate import MigrationError, pending
 from schema.pg import connect, create_pool
+from workers.deploy_build import deploy_build_handler
 from workers.probe import Probe
 from workers.relay import JetStreamPublisher, wait_for_nats
 from workers.spec_ingest import spec_ingest_handler
 from workers.streams import JobTypeTuning
+from workers.vault_refs import VaultResolver
 
 log = logging.getLogger("byteor.processes")
 
@@ -59,6 +65,9 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_grace_s: float = 300.0
     reconcile_interval_s: float = 30.0
     oidc: OidcSettings | None = None  # None: local password login
+    # commands.secret_keys.MasterKeyring (ops/master_keys.py); None: no master key
+    # configured, so the API refuses inline secrets.
+    keyring: Any = None
 
 
 class NotMigrated(RuntimeError):
@@ -101,6 +110,8 @@ async def run_api(rt: Runtime) -> None:
     feed = PgFeed(pool)
     store = open_store(rt.database_url, size=rt.pool_max, role=rt.db_role)
     oidc = OidcClient(rt.oidc) if rt.oidc is not None else None
+    # One per process: it caches the organizations' unwrapped data keys.
+    cipher = SecretCipher(pool, rt.keyring) if rt.keyring is not None else None
     app = create_app(
         pool,
         feed,
@@ -108,6 +119,8 @@ async def run_api(rt: Runtime) -> None:
         rate_limits=rt.rate_limits,
         store=store,
         oidc=oidc,
+        secret_cipher=cipher,
+        object_store=object_store_of(rt),
     )
     config = uvicorn.Config(
         app,
@@ -150,10 +163,19 @@ async def run_projector(rt: Runtime) -> None:
     runner = ProjectionRunner(
         pool,
         PgFeed(pool, listen_dsn=listen),
-        [TenancyProjection(), JobIndexProjection(), DraftProjection()],
+        [
+            TenancyProjection(),
+            JobIndexProjection(),
+            DraftProjection(),
+            ConfigBundleProjection(),
+            DeploymentProjection(),
+        ],
         lease_dsn=listen,
     )
-    log.info("projector running", extra={"projections": ["tenancy", "job_index", "drafts"]})
+    log.info(
+        "projector running",
+        extra={"projections": ["tenancy", "job_index", "drafts", "config_bundles", "deployments"]},
+    )
     try:
         await _run_runner(rt, runner, stop)
     finally:
@@ -225,7 +247,11 @@ async def run_worker(rt: Runtime) -> None:
     )
     store = open_store(rt.database_url, size=size, role=rt.db_role)
     jobs = JobStore(store)
-    handlers = {**HANDLERS, **{t: make(pool) for t, make in POOL_HANDLERS.items()}}
+    handlers = {
+        **HANDLERS,
+        **{t: make(pool) for t, make in POOL_HANDLERS.items()},
+        **{t: make(pool, rt) for t, make in RUNTIME_HANDLERS.items()},
+    }
     app = Litestar(route_handlers=[healthz, metrics], logging_config=None)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -271,6 +297,33 @@ HANDLERS: dict[str, Any] = {}
 POOL_HANDLERS: dict[str, Callable[[asyncpg.Pool], Any]] = {
     "probe": Probe,
     "spec_ingest": spec_ingest_handler,
+}
+
+
+def object_store_of(rt: Runtime) -> ObjectStore | None:
+    """The deploy bundles' object storage, when an S3 endpoint is configured."""
+    if rt.s3_endpoint is None:
+        return None
+    return ObjectStore(
+        endpoint_url=rt.s3_endpoint,
+        access_key=rt.s3_access_key,
+        secret_key=rt.s3_secret_key,
+        bucket=rt.s3_bucket,
+    )
+
+
+def _deploy_build(pool: asyncpg.Pool, rt: Runtime) -> Any:
+    return deploy_build_handler(
+        pool,
+        cipher=SecretCipher(pool, rt.keyring) if rt.keyring is not None else None,
+        objects=object_store_of(rt),
+        vault=VaultResolver.configured(rt.vault_addr, rt.vault_token),
+    )
+
+
+# Job types whose handler also needs the runtime's settings (keys, S3, Vault).
+RUNTIME_HANDLERS: dict[str, Callable[[asyncpg.Pool, Runtime], Any]] = {
+    "deploy_bundle_build": _deploy_build,
 }
 
 

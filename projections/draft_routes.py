@@ -15,14 +15,12 @@ import uuid
 from typing import Annotated, Any
 
 import asyncpg
-from litestar import MediaType, Request, Response, get
-from litestar.datastructures import State
+from litestar import MediaType, Response, get
 from litestar.params import FromPath, QueryParameter
 
 from domain.access import Permission
-from domain.errors import FieldError, InvalidInput, NotFound
-from domain.paging import Page, after, check_limit, page_of
-from domain.principal import Principal
+from domain.errors import FieldError, InvalidInput
+from domain.paging import Page
 from projections.drafts import (
     NAME,
     DraftDetailView,
@@ -32,19 +30,10 @@ from projections.drafts import (
     draft_from_row,
     version_from_row,
 )
-from projections.feed import PgFeed
-from projections.routes import (
-    PROJECT,
-    Cursor,
-    Limit,
-    MinPosition,
-    ProjectionBehind,
-    _authorize,
-    _project_row,
-)
-from projections.runner import wait_for_position
+from projections.routes import PROJECT
+from projections.rows import Cursor, Limit, etag, fetch_one, fetch_page, keyset
+from projections.scope import AnyRequest, MinPosition, ReadModel
 
-AnyRequest = Request[Principal, Any, State]
 DRAFTS = PROJECT + "/drafts"
 VERSIONS = PROJECT + "/versions"
 _SPEC_HASH = re.compile(r"sha256:[0-9a-f]{64}")
@@ -53,28 +42,7 @@ SpecHashFilter = Annotated[
     str | None,
     QueryParameter(description="Only the version of this spec hash (sha256:<64 hex>)"),
 ]
-
-
-async def _ready(
-    request: AnyRequest,
-    org_id: uuid.UUID,
-    project_id: uuid.UUID,
-    min_position: int | None,
-) -> asyncpg.Pool:
-    """The pool, once the projection has reached ``min_position`` and the caller may
-    view the project (404 for a project that is not there for them)."""
-    pool: asyncpg.Pool = request.app.state.pool
-    if min_position:
-        feed: PgFeed = request.app.state.feed
-        max_wait = request.app.state.projection_wait_s
-        if not await wait_for_position(pool, feed, NAME, min_position, max_wait):
-            raise ProjectionBehind(
-                f"the drafts read model has not reached position {min_position} yet; retry",
-                errors=(FieldError("query.min_position", "not reached within the wait limit"),),
-            )
-    await _authorize(pool, request.user, org_id, Permission.VIEW_PROJECT)
-    await _project_row(pool, org_id, project_id)
-    return pool
+_DRAFTS = ReadModel(NAME, "the drafts read model")
 
 
 @get(DRAFTS, summary="Drafts of a project (without their input)")
@@ -86,26 +54,24 @@ async def list_drafts(
     limit: Limit = None,
     cursor: Cursor = None,
 ) -> Page[DraftView]:
-    size = check_limit(limit)
-    after_at, after_id = after(cursor)
-    pool = await _ready(request, org_id, project_id, min_position)
-    rows = await pool.fetch(
+    page = keyset(limit, cursor)
+    pool = await _DRAFTS.ready_for_project(
+        request, org_id, project_id, Permission.VIEW_PROJECT, min_position
+    )
+    return await fetch_page(
+        pool,
+        page,
         """
         SELECT id, org_id, project_id, name, target, input_kind, revision,
                validation_status, validation_revision, diagnostics, spec_hash,
                required_capabilities, versions, created_at, updated_at
         FROM draft_view
         WHERE project_id = $1 AND org_id = $2 AND deleted_at IS NULL
-          AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
-        ORDER BY created_at, id LIMIT $5
         """,
         project_id,
         org_id,
-        after_at,
-        after_id,
-        size + 1,
+        build=draft_from_row,
     )
-    return page_of(rows, size, draft_from_row)
 
 
 @get(DRAFTS + "/{draft_id:uuid}", summary="A draft with its input and latest validation")
@@ -116,8 +82,13 @@ async def get_draft(
     draft_id: FromPath[uuid.UUID],
     min_position: MinPosition = None,
 ) -> Response[DraftDetailView]:
-    pool = await _ready(request, org_id, project_id, min_position)
-    row = await pool.fetchrow(
+    pool = await _DRAFTS.ready_for_project(
+        request, org_id, project_id, Permission.VIEW_PROJECT, min_position
+    )
+    row = await fetch_one(
+        pool,
+        "draft",
+        "draft_not_found",
         """
         SELECT * FROM draft_view
         WHERE id = $1 AND project_id = $2 AND org_id = $3 AND deleted_at IS NULL
@@ -126,10 +97,8 @@ async def get_draft(
         project_id,
         org_id,
     )
-    if row is None:
-        raise NotFound("draft not found", code="draft_not_found")
     view = draft_detail_from_row(row)
-    return Response(view, headers={"ETag": f'"{view.revision}"'})
+    return Response(view, headers=etag(view.revision))
 
 
 @get(VERSIONS, summary="Versions of a project; ?spec_hash= resolves a version by its hash")
@@ -148,39 +117,37 @@ async def list_versions(
             code="invalid_spec_hash",
             errors=(FieldError("query.spec_hash", "sha256:<64 lower-case hex digits>"),),
         )
-    size = check_limit(limit)
-    after_at, after_id = after(cursor)
-    pool = await _ready(request, org_id, project_id, min_position)
-    rows = await pool.fetch(
+    page = keyset(limit, cursor)
+    pool = await _DRAFTS.ready_for_project(
+        request, org_id, project_id, Permission.VIEW_PROJECT, min_position
+    )
+    return await fetch_page(
+        pool,
+        page,
         """
         SELECT * FROM version_view
         WHERE project_id = $1 AND org_id = $2
           AND ($3::text IS NULL OR spec_hash = $3)
-          AND ($4::timestamptz IS NULL OR (created_at, id) > ($4, $5))
-        ORDER BY created_at, id LIMIT $6
         """,
         project_id,
         org_id,
         spec_hash,
-        after_at,
-        after_id,
-        size + 1,
+        build=version_from_row,
     )
-    return page_of(rows, size, version_from_row)
 
 
 async def _version_row(
     pool: asyncpg.Pool, org_id: uuid.UUID, project_id: uuid.UUID, version_id: uuid.UUID
 ) -> Any:
-    row = await pool.fetchrow(
+    return await fetch_one(
+        pool,
+        "version",
+        "version_not_found",
         "SELECT * FROM version_view WHERE id = $1 AND project_id = $2 AND org_id = $3",
         version_id,
         project_id,
         org_id,
     )
-    if row is None:
-        raise NotFound("version not found", code="version_not_found")
-    return row
 
 
 @get(VERSIONS + "/{version_id:uuid}", summary="A version (immutable)")
@@ -191,9 +158,11 @@ async def get_version(
     version_id: FromPath[uuid.UUID],
     min_position: MinPosition = None,
 ) -> Response[VersionView]:
-    pool = await _ready(request, org_id, project_id, min_position)
+    pool = await _DRAFTS.ready_for_project(
+        request, org_id, project_id, Permission.VIEW_PROJECT, min_position
+    )
     view = version_from_row(await _version_row(pool, org_id, project_id, version_id))
-    return Response(view, headers={"ETag": f'"{view.spec_hash}"'})
+    return Response(view, headers=etag(view.spec_hash))
 
 
 @get(
@@ -208,13 +177,15 @@ async def get_version_spec(
     version_id: FromPath[uuid.UUID],
     min_position: MinPosition = None,
 ) -> Response[bytes]:
-    pool = await _ready(request, org_id, project_id, min_position)
+    pool = await _DRAFTS.ready_for_project(
+        request, org_id, project_id, Permission.VIEW_PROJECT, min_position
+    )
     row = await _version_row(pool, org_id, project_id, version_id)
     return Response(
         row["spec"].encode(),
         media_type="text/plain; charset=utf-8",
         headers={
-            "ETag": f'"{row["spec_hash"]}"',
+            **etag(row["spec_hash"]),
             "Content-Disposition": f'attachment; filename="{version_id}.spec.kv"',
         },
     )

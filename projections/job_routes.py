@@ -13,24 +13,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-import asyncpg
 import msgspec
-from litestar import Request, get
-from litestar.datastructures import State
+from litestar import get
 from litestar.params import FromPath, QueryParameter
 
 from domain import job as job_mod
 from domain.access import Permission
-from domain.errors import FieldError, InvalidInput, NotFound
-from domain.paging import Page, after, check_limit, page_of
-from domain.principal import Principal
-from projections.feed import PgFeed
+from domain.errors import FieldError, InvalidInput
+from domain.paging import Page
 from projections.jobs import NAME
-from projections.routes import ORG, Cursor, Limit, MinPosition, ProjectionBehind, _authorize
-from projections.runner import wait_for_position
+from projections.routes import ORG
+from projections.rows import Cursor, Limit, fetch_one, fetch_page, keyset
+from projections.scope import AnyRequest, MinPosition, ReadModel
 
-AnyRequest = Request[Principal, Any, State]
 JOBS = ORG + "/jobs"
+JOB_INDEX = ReadModel(NAME, "the job index")
 
 # ``state`` is a reserved handler argument in Litestar: the Python names differ.
 StateFilter = Annotated[
@@ -96,19 +93,6 @@ def attempt_from_row(row: Any) -> AttemptView:
     )
 
 
-async def _ready(request: AnyRequest, min_position: int | None) -> asyncpg.Pool:
-    pool: asyncpg.Pool = request.app.state.pool
-    if min_position:
-        feed: PgFeed = request.app.state.feed
-        max_wait = request.app.state.projection_wait_s
-        if not await wait_for_position(pool, feed, NAME, min_position, max_wait):
-            raise ProjectionBehind(
-                f"the job index has not reached position {min_position} yet; retry",
-                errors=(FieldError("query.min_position", "not reached within the wait limit"),),
-            )
-    return pool
-
-
 def _check_state(state: str | None) -> None:
     if state is not None and state not in job_mod.STATUSES:
         raise InvalidInput(
@@ -129,27 +113,22 @@ async def list_jobs(
     cursor: Cursor = None,
 ) -> Page[JobView]:
     _check_state(job_state)
-    pool = await _ready(request, min_position)
-    await _authorize(pool, request.user, org_id, Permission.VIEW_ORG)
-    size = check_limit(limit)
-    after_at, after_id = after(cursor)
-    rows = await pool.fetch(
+    pool = await JOB_INDEX.ready_for_org(request, org_id, Permission.VIEW_ORG, min_position)
+    return await fetch_page(
+        pool,
+        keyset(limit, cursor),
         """
         SELECT job_id AS id, * FROM job_index
         WHERE org_id = $1
           AND ($2::text IS NULL OR status = $2)
           AND ($3::text IS NULL OR job_type = $3)
-          AND ($4::timestamptz IS NULL OR (created_at, job_id) > ($4, $5))
-        ORDER BY created_at, job_id LIMIT $6
         """,
         org_id,
         job_state,
         job_type,
-        after_at,
-        after_id,
-        size + 1,
+        build=job_from_row,
+        key="created_at, job_id",
     )
-    return page_of(rows, size, job_from_row)
 
 
 @get(JOBS + "/{job_id:uuid}", summary="A job with its attempt history")
@@ -159,15 +138,15 @@ async def get_job(
     job_id: FromPath[uuid.UUID],
     min_position: MinPosition = None,
 ) -> JobDetailView:
-    pool = await _ready(request, min_position)
-    await _authorize(pool, request.user, org_id, Permission.VIEW_ORG)
-    row = await pool.fetchrow(
+    pool = await JOB_INDEX.ready_for_org(request, org_id, Permission.VIEW_ORG, min_position)
+    row = await fetch_one(
+        pool,
+        "job",
+        "job_not_found",
         "SELECT job_id AS id, * FROM job_index WHERE job_id = $1 AND org_id = $2",
         job_id,
         org_id,
     )
-    if row is None:
-        raise NotFound("job not found", code="job_not_found")
     attempts = await pool.fetch(
         "SELECT * FROM job_attempts WHERE job_id = $1 ORDER BY generation, attempt", job_id
     )

@@ -264,12 +264,14 @@ class JobWorker:
     ) -> list[Msg]:
         try:
             return await sub.fetch(batch, timeout=wait_s)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises both kinds
             return []
         except ConnectionClosedError:
             return _CLOSED
         except Exception as exc:  # NATS reconnecting: back off, the messages wait
-            log.warning("fetch failed for %s: %s", self.settings.job_type, exc)
+            log.warning(
+                "fetch failed for %s: %s: %s", self.settings.job_type, type(exc).__name__, exc
+            )
             if isinstance(exc, LOST):
                 await recreate(self.js, [self.settings])
             await _sleep_or_stop(stop, 1.0)
@@ -415,12 +417,12 @@ class DeadLetterListener:
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(10, timeout=self.fetch_timeout)
-                except NatsTimeout:
+                except (NatsTimeout, TimeoutError):  # nats-py raises both kinds
                     continue
                 except ConnectionClosedError:
                     return
                 except Exception as exc:
-                    log.warning("dead-letter fetch failed: %s", exc)
+                    log.warning("dead-letter fetch failed: %s: %s", type(exc).__name__, exc)
                     if isinstance(exc, LOST):
                         await recreate(self.js, [])
                     await _sleep_or_stop(stop, 1.0)

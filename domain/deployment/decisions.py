@@ -12,6 +12,7 @@ from typing import Annotated, Final
 
 import msgspec
 
+from domain.adapters import InlineRef
 from domain.approval import Approval, ApprovalEvent, approval_required, request_approval
 from domain.config_bundle import ConfigBundle, ConfigBundleEvent, require_bundle, use_bundle
 from domain.deployment.events import (
@@ -212,12 +213,19 @@ def deny(state: Deployment, approval: Approval, now: datetime) -> tuple[Deployme
 # --- build and rollout ----------------------------------------------------------------------
 
 
-def start_build(state: Deployment, job_id: uuid.UUID, now: datetime) -> tuple[DeploymentEvent, ...]:
+def start_build(
+    state: Deployment,
+    job_id: uuid.UUID,
+    now: datetime,
+    *,
+    secrets_key: InlineRef | None = None,
+) -> tuple[DeploymentEvent, ...]:
+    """``approved → building``; ``secrets_key`` is the sealed per-bundle key (decision 0011)."""
     if state.build_job_id == job_id and state.status != "approved":
         return ()  # a redelivered job: the build started already
     if state.status != "approved":
         raise IllegalDeploymentTransition(state, "start_build")
-    return (DeploymentBuildStarted(job_id=job_id, at=stamp(now)),)
+    return (DeploymentBuildStarted(job_id=job_id, secrets_key=secrets_key, at=stamp(now)),)
 
 
 def complete_build(

@@ -12,6 +12,7 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from domain.adapters import InlineRef
 from domain.codec import CODEC, Event
 
 MAX_REASON: Final = 2000
@@ -74,12 +75,20 @@ class DeploymentDenied(Event, tag="deployment.denied", frozen=True, kw_only=True
 
 
 class DeploymentBuildStarted(Event, tag="deployment.build_started", frozen=True, kw_only=True):
+    """``secrets_key``: the per-bundle secrets key sealed under the organization's data
+    key, recorded before anything is uploaded so a redelivered build reuses it
+    (same key, same bytes, same content address; decision 0011)."""
+
     job_id: uuid.UUID
+    secrets_key: InlineRef | None = None
     at: datetime
 
 
 class DeploymentBuildCompleted(Event, tag="deployment.build_completed", frozen=True, kw_only=True):
-    """The deploy bundle is stored: agents may fetch it (``deploying`` starts here)."""
+    """The deploy bundle is stored: agents may fetch it (``deploying`` starts here).
+
+    ``bundle_key`` is its object storage key (content-addressed).
+    """
 
     bundle_digest: str
     bundle_key: str

@@ -13,6 +13,7 @@ from typing import Final, Literal, assert_never
 import msgspec
 from msgspec.structs import replace
 
+from domain.adapters import InlineRef
 from domain.codec import Event
 from domain.deployment.events import (
     AppliedTuning,
@@ -116,11 +117,13 @@ class Deployment(msgspec.Struct, frozen=True, kw_only=True):
     history: tuple[HistoryEntry, ...]
     reports: tuple[AgentReport, ...]
     build_job_id: uuid.UUID | None = None
+    secrets_key: InlineRef | None = None  # sealed; decision 0011
     bundle_digest: str | None = None
     bundle_key: str | None = None
     kid: str | None = None
     deploying_since: datetime | None = None
     failure_reason: str | None = None
+    failure_detail: str | None = None  # e.g. which Vault secret is missing (never a value)
     supersedes: uuid.UUID | None = None
     superseded_by: uuid.UUID | None = None
     rollback_id: uuid.UUID | None = None  # the deployment restoring on this one's behalf
@@ -202,8 +205,9 @@ def evolve(state: Deployment | None, event: DeploymentEvent) -> Deployment:
             return _moved(state, "approved", event.at)
         case DeploymentDenied(reason=reason):
             return _moved(state, "denied", event.at, reason)
-        case DeploymentBuildStarted(job_id=job_id):
-            return _moved(replace(state, build_job_id=job_id), "building", event.at)
+        case DeploymentBuildStarted(job_id=job_id, secrets_key=secrets_key):
+            building = replace(state, build_job_id=job_id, secrets_key=secrets_key)
+            return _moved(building, "building", event.at)
         case DeploymentBuildCompleted():
             started = replace(
                 state,
@@ -223,8 +227,9 @@ def evolve(state: Deployment | None, event: DeploymentEvent) -> Deployment:
             )
         case DeploymentActivated(supersedes=supersedes):
             return _moved(replace(state, supersedes=supersedes), "active", event.at)
-        case DeploymentFailed(reason=reason):
-            return _moved(replace(state, failure_reason=reason), "failed", event.at, reason)
+        case DeploymentFailed(reason=reason, detail=detail):
+            failed = replace(state, failure_reason=reason, failure_detail=detail)
+            return _moved(failed, "failed", event.at, reason)
         case DeploymentSuperseded(by_deployment_id=by):
             return _moved(replace(state, superseded_by=by), "superseded", event.at)
         case DeploymentRollbackStarted():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["eventstore", "authz", "spec", "jobs"]
+BENCHMARKS = ["eventstore", "authz", "spec", "jobs", "deploy", "agents"]
 
 USAGE = __doc__ or ""
 

@@ -41,12 +41,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
+import msgspec
 import nats
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from commands.pgstore import PgEventStore
@@ -273,7 +275,7 @@ async def raw_run(url: str, count: int, writers: int) -> float:
     async def consumer() -> None:
         nonlocal acked
         while acked < count:
-            with contextlib.suppress(nats.errors.TimeoutError):
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
                 for msg in await sub.fetch(100, timeout=1.0):
                     await msg.ack()
                     acked += 1
@@ -289,9 +291,19 @@ async def raw_run(url: str, count: int, writers: int) -> float:
 # --- paced latency ---------------------------------------------------------------------------
 
 
-async def paced_run(dsn: str, rate: float, seconds: float) -> list[float]:
+async def paced_run(dsn: str, url: str, rate: float, seconds: float) -> list[float]:
+    """queue→start latencies (ms); logs how the slow ones split between relay and worker."""
     pool = await create_pool(dsn, min_size=1, max_size=8)
     store = PgEventStore(pool)
+    # When each job message reached NATS subscribers: splits queue→start into
+    # relay (queued→published) and worker (published→started).
+    nc = await nats.connect(url)
+    published: dict[str, datetime] = {}
+
+    async def seen(msg: Msg) -> None:
+        published[msgspec.json.decode(msg.data)["job_id"]] = datetime.now(UTC)
+
+    await nc.subscribe(f"jobs.{JOB_TYPE}", cb=seen)
     try:
         after = int(await pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
         count = int(rate * seconds)
@@ -310,15 +322,28 @@ async def paced_run(dsn: str, rate: float, seconds: float) -> list[float]:
         await wait_completed(pool, after, count, within=120)
         rows = await pool.fetch(
             """
-            SELECT stream_id,
+            SELECT substr(stream_id, 5) AS job_id,
                    min(recorded_at) FILTER (WHERE event_type = 'job.queued') AS queued,
                    min(recorded_at) FILTER (WHERE event_type = 'job.started') AS started
             FROM events WHERE stream_id = ANY($1::text[]) GROUP BY stream_id
             """,
             [f"job-{i}" for i in ids],
         )
+        slow = [r for r in rows if r["started"] - r["queued"] > timedelta(milliseconds=100)]
+        if slow:
+            relay = [
+                (published[r["job_id"]] - r["queued"]).total_seconds() * 1000
+                for r in slow
+                if r["job_id"] in published
+            ]
+            log(
+                f"  {len(slow)} of {count} jobs waited over 100 ms; of that, relay "
+                f"(queued→published) median {statistics.median(relay or [0]):.0f} ms, "
+                f"worst {max(relay or [0]):.0f} ms"
+            )
         return [(r["started"] - r["queued"]).total_seconds() * 1000 for r in rows]
     finally:
+        await nc.close()
         await store.notifier.close()
         await pool.close()
 
@@ -358,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append(asyncio.run(jobs_run(stack.dsn, args.jobs, args.writers)))
             raw.append(asyncio.run(raw_run(stack.nats.url, args.jobs, args.writers)))
             log(f"run {n}: end to end {jobs[-1]:,.0f} jobs/s, raw nats-py {raw[-1]:,.0f} msg/s")
-        latencies = asyncio.run(paced_run(stack.dsn, args.rate, args.paced_seconds))
+        latencies = asyncio.run(paced_run(stack.dsn, stack.nats.url, args.rate, args.paced_seconds))
     jobs_per_s = statistics.median(jobs)
     raw_per_s = statistics.median(raw)
     ratio = jobs_per_s / raw_per_s

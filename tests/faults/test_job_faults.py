@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 
 from ops.services.base import free_port
 from ops.services.postgres import Postgres
@@ -24,6 +25,7 @@ from schema.migrate import migrate_dsn
 from tests.conftest import FAST_POSTGRES
 from tests.faults.conftest import JobRig
 from workers.relay import EVENTS_STREAM
+from workers.streams import JOBS_STREAM
 
 pytestmark = pytest.mark.slow
 
@@ -51,15 +53,24 @@ async def test_a_worker_killed_mid_job_loses_nothing_and_repeats_no_effect(rig: 
 
 async def test_a_relay_killed_mid_publish_publishes_each_job_once(rig: JobRig) -> None:
     rig.process("worker")
-    ids = await rig.enqueue(600)
+    ids = await rig.enqueue(1500)
     relay = rig.process("relay")
-    published = 0
-    for _ in range(3000):
-        published = await rig.jobs_in_stream()
-        if published >= 20:
-            break
-        await asyncio.sleep(0.005)
-    relay.sigkill()
+    # Kill as soon as the first job messages are in JetStream (the relay sends
+    # batches of up to 500 events, each with its job message).
+    nc = await nats.connect(rig.nats.url)
+    try:
+        js = nc.jetstream()
+        published = 0
+        for _ in range(20_000):
+            with contextlib.suppress(NotFoundError):
+                published = (await js.stream_info(JOBS_STREAM)).state.messages
+            if published:
+                break
+            await asyncio.sleep(0.001)
+        relay.sigkill()
+        published = (await js.stream_info(JOBS_STREAM)).state.messages
+    finally:
+        await nc.close()
     assert 0 < published < len(ids), f"the kill did not land mid-publish ({published})"
     rig.process("relay")
     await rig.wait_finished(ids, within=90)

@@ -3,6 +3,11 @@ whose messages vanish from JetStream still all complete, each effect once.
 
 Real relay, projector and worker processes; the reconciler in the worker
 (grace shortened to 2 s) republishes what the event store still calls queued.
+
+    the JOBS stream purged under 500 published, not yet consumed jobs
+    nats-server's data directory deleted under them (restarted empty)
+    the data deleted while relay and worker run: they re-create the streams
+    and consumers they find missing (workers/streams.py ``recreate``)
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ import pytest
 
 from commands.bootstrap import create_user
 from ops.app import create_app
+from projections.config_bundles import ConfigBundleProjection
+from projections.deployments import DeploymentProjection
 from projections.drafts import DraftProjection
 from projections.feed import PgFeed
 from projections.runner import ProjectionRunner
@@ -22,7 +24,7 @@ async def projector(pool: asyncpg.Pool, database: str) -> AsyncIterator[Projecti
     runner = ProjectionRunner(
         pool,
         PgFeed(pool, listen_dsn=database),
-        [TenancyProjection(), DraftProjection()],
+        [TenancyProjection(), DraftProjection(), ConfigBundleProjection(), DeploymentProjection()],
         lease_dsn=database,
     )
     stop = asyncio.Event()

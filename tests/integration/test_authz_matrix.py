@@ -38,11 +38,14 @@ from domain.access import Permission
 from domain.codec import default_codec
 from domain.envelope import SYSTEM, Metadata, StreamAppend
 from ops.app import create_app
+from projections.config_bundles import NAME as CONFIG_BUNDLES
+from projections.deployments import NAME as DEPLOYMENTS
 from projections.drafts import NAME as DRAFTS
 from projections.feed import PgFeed
 from projections.jobs import JobIndexProjection
 from projections.runner import wait_for_position
 from projections.tenancy import NAME as TENANCY
+from tests.integration import deploy_world
 from workers.consumer import JobContext
 from workers.spec_ingest import SpecIngest
 
@@ -72,7 +75,9 @@ HOLDS: dict[str, set[Permission]] = {
     "viewer": {P.VIEW_ORG, P.VIEW_PROJECT, P.VIEW_ENVIRONMENT},
 }
 
-Kind = Literal["org", "authenticated", "user", "session", "public", "enroll", "agent_or_org"]
+Kind = Literal[
+    "org", "authenticated", "user", "session", "public", "enroll", "agent_or_org", "agent"
+]
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,10 @@ class Rule:
     (PAT or session; an API key is 403); ``session``: sessions only;
     ``public``: no credential needed (a presented one is not looked at);
     ``enroll``: enrollment tokens of the environment only; ``agent_or_org``: the
-    agent named in the path with its own key, or ``org`` with ``perm``. Every rule
-    but these two refuses agent keys and enrollment tokens (403).
+    agent named in the path with its own key (for the signing key set: any agent
+    of the organization), or ``org`` with ``perm``; ``agent``: the agent named in
+    the path with its own key only (everyone else's credential: 403). Every rule
+    but these three refuses agent keys and enrollment tokens (403).
     """
 
     kind: Kind
@@ -102,6 +109,12 @@ JOB = ORG + "/jobs/{job_id:uuid}"
 AGENT = ENV + "/agents/{agent_id:uuid}"
 DRAFT = PROJECT + "/drafts/{draft_id:uuid}"
 VERSION = PROJECT + "/versions/{version_id:uuid}"
+BUNDLE = ENV + "/bundles/{bundle_id:uuid}"
+SIGNING_KEYS = ORG + "/signing-keys"
+SIGNING_KEY = SIGNING_KEYS + "/{signing_key_id:uuid}"
+DEPLOYMENT = ENV + "/deployments/{deployment_id:uuid}"
+APPROVAL = ENV + "/approvals/{approval_id:uuid}"
+AGENT_SELF = "/api/v1/agents/{agent_id:uuid}"
 SPEC_KV = "pipeline.name=m\npipeline.target=SingleRing\nsingle_ring.ordering=strict\n" + (
     "single_ring.shards=1\nsingle_ring.stages.0.key=x\n"
 )
@@ -147,6 +160,12 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", AGENT): Rule("org", P.VIEW_ENVIRONMENT),
     ("DELETE", AGENT): Rule("org", P.MANAGE_ENVIRONMENT),
     ("POST", AGENT + "/keys/rotate"): Rule("agent_or_org", P.MANAGE_ENVIRONMENT),
+    ("POST", "/api/v1/agents/{agent_id:uuid}/heartbeat"): Rule("agent"),
+    # The agents' deployment protocol (commands/agent_deployments.py): own key only.
+    ("GET", AGENT_SELF + "/deployments/current"): Rule("agent"),
+    ("GET", AGENT_SELF + "/bundles/{deployment_id:uuid}"): Rule("agent"),
+    ("POST", AGENT_SELF + "/deployments/{deployment_id:uuid}/status"): Rule("agent"),
+    ("GET", AGENT_SELF + "/signing-keys"): Rule("agent"),
     # Drafts and versions: writes (and preview) need OperateProject, reads ViewProject.
     ("GET", PROJECT + "/drafts"): Rule("org", P.VIEW_PROJECT),
     ("POST", PROJECT + "/drafts"): Rule("org", P.OPERATE_PROJECT),
@@ -158,6 +177,29 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", PROJECT + "/versions"): Rule("org", P.VIEW_PROJECT),
     ("GET", VERSION): Rule("org", P.VIEW_PROJECT),
     ("GET", VERSION + "/spec.kv"): Rule("org", P.VIEW_PROJECT),
+    # Config bundles: writes need OperateEnvironment, reads ViewEnvironment.
+    ("GET", ENV + "/bundles"): Rule("org", P.VIEW_ENVIRONMENT),
+    ("POST", ENV + "/bundles"): Rule("org", P.OPERATE_ENVIRONMENT),
+    ("GET", BUNDLE): Rule("org", P.VIEW_ENVIRONMENT),
+    ("PUT", BUNDLE): Rule("org", P.OPERATE_ENVIRONMENT),
+    ("DELETE", BUNDLE): Rule("org", P.OPERATE_ENVIRONMENT),
+    # Signing keys are org_admin work (ManageOrgMemberships); the key set is read by
+    # ViewOrg holders and by the organization's agents.
+    ("POST", SIGNING_KEYS): Rule("org", P.MANAGE_ORG_MEMBERSHIPS),
+    ("GET", SIGNING_KEYS): Rule("org", P.MANAGE_ORG_MEMBERSHIPS),
+    ("POST", SIGNING_KEY + "/rotate"): Rule("org", P.MANAGE_ORG_MEMBERSHIPS),
+    ("POST", SIGNING_KEY + "/retire"): Rule("org", P.MANAGE_ORG_MEMBERSHIPS),
+    ("GET", SIGNING_KEYS + "/key-set"): Rule("agent_or_org", P.VIEW_ORG),
+    # Deployments and approvals: OperateEnvironment to act, ViewEnvironment to read.
+    ("POST", ENV + "/deployments"): Rule("org", P.OPERATE_ENVIRONMENT),
+    ("GET", ENV + "/deployments"): Rule("org", P.VIEW_ENVIRONMENT),
+    ("GET", DEPLOYMENT): Rule("org", P.VIEW_ENVIRONMENT),
+    ("POST", DEPLOYMENT + "/rollback"): Rule("org", P.OPERATE_ENVIRONMENT),
+    ("GET", ENV + "/approvals"): Rule("org", P.VIEW_ENVIRONMENT),
+    ("GET", APPROVAL): Rule("org", P.VIEW_ENVIRONMENT),
+    ("POST", APPROVAL + "/approve"): Rule("org", P.OPERATE_ENVIRONMENT),
+    ("POST", APPROVAL + "/deny"): Rule("org", P.OPERATE_ENVIRONMENT),
+    ("POST", APPROVAL + "/revoke"): Rule("org", P.OPERATE_ENVIRONMENT),
 }
 
 # Cells where the application is known to disagree with DOMAIN.md:
@@ -182,10 +224,14 @@ def expected(rule: Rule, who: Principal) -> int | None:
     if who.family in ("none", "invalid"):
         return 401
     if who.family in ("agent", "enrollment"):
-        if (rule.kind, who.family) in (("enroll", "enrollment"), ("agent_or_org", "agent")):
+        if (rule.kind, who.family) in (
+            ("enroll", "enrollment"),
+            ("agent_or_org", "agent"),
+            ("agent", "agent"),
+        ):
             return 401 if who.foreign else None
         return 403
-    if rule.kind == "enroll":
+    if rule.kind in ("enroll", "agent"):
         return 403
     is_user = who.family in ("pat", "session")
     if rule.kind == "authenticated":
@@ -232,14 +278,21 @@ def unique(prefix: str) -> str:
 
 
 @pytest.fixture
-async def client(pool, projector):
+async def client(pool, projector, s3):
     """The app with room in its rate limits (the matrix sends hundreds of requests,
     and the credential routes share the tight ``auth`` class)."""
     limits = RateLimits(default=100_000, auth=100_000, enrollment=100_000)
-    app = create_app(pool, PgFeed(pool), rate_limits=limits)
+    app = create_app(
+        pool,
+        PgFeed(pool),
+        rate_limits=limits,
+        secret_cipher=deploy_world.make_cipher(pool),
+        object_store=deploy_world.object_store(s3),
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+    await app.state.object_store.close()
 
 
 class World:
@@ -387,11 +440,15 @@ class World:
         for name in ("used/enrollment", "revoked/agent", "unknown/enrollment", "unknown/agent"):
             self.principals.append(Principal(name, "invalid"))
         self.ids["draft_id"], self.ids["version_id"] = await self.versioned_draft()
+        self.ids["bundle_id"] = await self.bundle()
+        await self.deploy_setup()
 
         # Queries read projections: wait until they include every write above.
         head = await self.pool.fetchval("SELECT max(position) FROM events")
         assert await wait_for_position(self.pool, PgFeed(self.pool), TENANCY, head, 10.0)
         assert await wait_for_position(self.pool, PgFeed(self.pool), DRAFTS, head, 10.0)
+        assert await wait_for_position(self.pool, PgFeed(self.pool), CONFIG_BUNDLES, head, 10.0)
+        assert await wait_for_position(self.pool, PgFeed(self.pool), DEPLOYMENTS, head, 10.0)
 
     async def failed_job(self, org_id: str) -> str:
         """A failed job of the organization, in the job index (the projection is
@@ -419,6 +476,19 @@ class World:
         path = fill(PROJECT + "/drafts", self.ids)
         body = {"name": unique("draft"), "target": "SingleRing", "spec_kv": SPEC_KV}
         return str((await self.ok("POST", path, self.admin, body))["id"])
+
+    def bundle_body(self) -> dict:
+        """A config bundle of the version under test (no inline secret: the matrix's
+        app has no master key)."""
+        return {
+            "version_id": self.ids["version_id"],
+            "tuning": {"profile": "default"},
+            "parameters": {"run": unique("run")},
+        }
+
+    async def bundle(self) -> str:
+        path = fill(ENV + "/bundles", self.ids)
+        return str((await self.ok("POST", path, self.admin, self.bundle_body()))["id"])
 
     async def versioned_draft(self) -> tuple[str, str]:
         """A draft validated (the spec_ingest handler called directly) with a version."""
@@ -476,6 +546,10 @@ class World:
         auth = self.auth(who)
         body: dict | None = None
         key = (method, template)
+        if template.startswith(SIGNING_KEYS) or template.startswith(
+            (ENV + "/deployments", ENV + "/approvals")
+        ):
+            return await self.deploy_request(method, template, who, allowed, ids, auth)
         if key == ("POST", "/api/v1/orgs"):
             body = {"name": unique("Org")}
         elif key == ("PUT", ORG):
@@ -496,6 +570,12 @@ class World:
             body = {"name": unique("draft"), "target": "SingleRing", "spec_kv": SPEC_KV}
         elif key == ("PUT", DRAFT):
             body = {"name": unique("draft")}
+        elif key == ("POST", ENV + "/bundles"):
+            body = self.bundle_body()
+        elif key == ("PUT", BUNDLE):
+            body = {k: v for k, v in self.bundle_body().items() if k != "version_id"}
+        elif key == ("DELETE", BUNDLE) and allowed:
+            ids["bundle_id"] = await self.bundle()
         elif key == ("DELETE", DRAFT) and allowed:
             ids["draft_id"] = await self.draft()
         elif key == ("POST", ENV + "/enrollment-tokens"):
@@ -513,6 +593,12 @@ class World:
             ids["agent_id"] = fresh["agent_id"]
             if who.family == "agent":
                 auth = bearer(fresh["api_key"])
+        elif template.startswith(AGENT_SELF + "/") and "{deployment_id:uuid}" in template:
+            ids["deployment_id"] = self.ids["agent_deployment_id"]
+            if method == "POST":
+                body = {"state": "activated"}
+        elif key == ("POST", "/api/v1/agents/{agent_id:uuid}/heartbeat"):
+            body = {"runtime_version": "1.0.0"}
         elif key == ("POST", "/auth/login"):
             body = {"email": "viewer@example.com", "password": PASSWORD}
         elif key == ("DELETE", ORG) and allowed:
@@ -553,6 +639,70 @@ class World:
         assert who.email is not None
         await self.add_members(org_id, {who.email: who.role})
         return org_id, self.auth(who)
+
+    # --- signing keys, deployments and approvals -------------------------------------
+
+    async def deploy_setup(self) -> None:
+        """A signing key; a dev environment for deployments and rollbacks and a prod one
+        for approvals, each with an agent, a bundle and room for every cell."""
+        self.ids["signing_key_id"] = (await self.signing_key())["id"]
+        self.dev = await deploy_world.tree(self.client, self.admin, self.org, "dev", cap=100)
+        self.prod = await deploy_world.tree(self.client, self.admin, self.org, "prod", cap=100)
+        for env in (self.dev, self.prod):
+            await deploy_world.agent(self.client, self.admin, env)
+            env["bundle"] = await deploy_world.bundle(self.pool, env)
+        self.ids["deployment_id"] = (await self.deployment(self.dev))["id"]
+        self.ids["approval_id"] = (await self.deployment(self.prod))["approval_id"]
+        self.ids["agent_deployment_id"] = await deploy_world.deploying(
+            self.client, self.pool, self.admin, self.ids
+        )
+
+    async def signing_key(self) -> dict:
+        return await self.ok("POST", fill(SIGNING_KEYS, self.ids), self.admin, {"name": "k"})
+
+    async def deployment(self, env: dict[str, str]) -> dict:
+        """A new deployment requested by the admin (so any other principal may decide)."""
+        body = {"bundle_id": env["bundle"]}
+        return await self.ok("POST", fill(ENV + "/deployments", env), self.admin, body)
+
+    async def rolled_back_target(self) -> str:
+        """An active deployment that superseded another: one that can be rolled back."""
+        old = await self.deployment(self.dev)
+        await deploy_world.activate(self.pool, old["id"], self.org)
+        new = await self.deployment(self.dev)
+        await deploy_world.activate(self.pool, new["id"], self.org, replacing=old["id"])
+        await deploy_world.settled(self.pool)
+        return str(new["id"])
+
+    async def deploy_request(
+        self,
+        method: str,
+        template: str,
+        who: Principal,
+        allowed: bool,
+        ids: dict[str, str],
+        auth: dict[str, str],
+    ) -> tuple[str, dict[str, str], dict | None]:
+        key = (method, template)
+        body: dict | None = None
+        if template.startswith(ENV + "/deployments"):
+            ids |= {k: self.dev[k] for k in ("project_id", "env_id")}
+        elif template.startswith(ENV + "/approvals"):
+            ids |= {k: self.prod[k] for k in ("project_id", "env_id")}
+        if key == ("POST", SIGNING_KEYS):
+            body = {"name": unique("key")}
+        elif key in (("POST", SIGNING_KEY + "/rotate"), ("POST", SIGNING_KEY + "/retire")):
+            if allowed:
+                ids["signing_key_id"] = (await self.signing_key())["id"]
+        elif key == ("GET", SIGNING_KEYS + "/key-set") and who.family == "agent":
+            auth = bearer(self.tokens[who.name])
+        elif key == ("POST", ENV + "/deployments"):
+            body = {"bundle_id": self.dev["bundle"]}
+        elif key == ("POST", DEPLOYMENT + "/rollback") and allowed:
+            ids["deployment_id"] = await self.rolled_back_target()
+        elif method == "POST" and template.startswith(APPROVAL) and allowed:
+            ids["approval_id"] = (await self.deployment(self.prod))["approval_id"]
+        return fill(template, ids), auth, body
 
 
 async def test_every_route_has_exactly_one_entry(client) -> None:

@@ -115,9 +115,21 @@ async def test_every_route_rejects_bad_input_cleanly(client, bootstrap, pool) ->
     env_path = fill(ENVIRONMENT, ids)
     enroll = await client.post(f"{env_path}/enrollment-tokens", json={}, headers=auth)
     by_route = {("POST", ENVIRONMENT + "/agents"): bearer(enroll.json()["token"])}
+    # Heartbeats take the agent's own key only: judge their bodies with one.
+    second = await client.post(f"{env_path}/enrollment-tokens", json={}, headers=auth)
+    agent = await client.post(f"{env_path}/agents", json={}, headers=bearer(second.json()["token"]))
+    heartbeat = ("POST", "/api/v1/agents/{agent_id:uuid}/heartbeat")
+    by_route[heartbeat] = bearer(agent.json()["api_key"])
+    # Only there: elsewhere a live agent would let a bad DELETE or rotation succeed.
+    ids_by_route = {heartbeat: {**ids, "agent_id": agent.json()["agent_id"]}}
+    # So do the agents' deployment routes; their unknown deployments answer 404.
+    for method, template in http_routes(client._transport.app):
+        if template.startswith("/api/v1/agents/{agent_id:uuid}/") and "{deployment_id" in template:
+            by_route[(method, template)] = by_route[heartbeat]
+            ids_by_route[(method, template)] = ids_by_route[heartbeat]
     before = await pool.fetchval("SELECT count(*) FROM events")
     for method, template in routes:
-        path = fill(template, ids)
+        path = fill(template, ids_by_route.get((method, template), ids))
         headers = {**by_route.get((method, template), auth), "Content-Type": "application/json"}
         if method in ("POST", "PUT"):
             for body in BAD_BODIES:

@@ -48,7 +48,9 @@ from tests.lifecycle import (
 SIGNER = Signer()
 D = uuid.UUID(int=0xD)
 P = uuid.UUID(int=0xE)
-R = uuid.UUID(int=0xF)
+# Rollback deployments get R, R+1, ...: far from every other id here, so a
+# rollback's id never collides with NEWER and makes settle() mean a rollback.
+R = uuid.UUID(int=0xF000)
 NEWER = uuid.UUID(int=0x10)
 BUNDLE_D = uuid.UUID(int=0xBD)
 BUNDLE_P = uuid.UUID(int=0xBE)
