@@ -11,10 +11,13 @@ What each simulated agent does, in phases:
             (or Ctrl-C), each agent at its own phase of the interval so the
             load is spread evenly rather than arriving in bursts.
 
-Pulling the current deployment's bundle, verifying it offline and activating
-it are later phases: each is one more ``SimAgent`` method (like ``enroll`` and
-``beat``), run between enrollment and the heartbeats or scheduled alongside
-them, with its own counters next to ``Stats``.
+3. sync     every ``--sync-every`` seconds (0: never), alongside the
+            heartbeats: fetch the key set and the current deployment, and for
+            a new one download the bundle, verify the signature, every digest
+            and the approval credential offline, and report ``activated`` (or
+            ``failed`` with the rejection code) — ``ops/agent_flow.py``. An
+            activated deployment is named in the agent's later heartbeats; the
+            summary counts the outcomes under ``deployments``.
 
 One asyncio loop serves every agent. Enrollment and the other low-volume calls
 go through one ``httpx.AsyncClient``; a 429 is retried after its
@@ -43,6 +46,7 @@ from typing import Any
 
 import httpx
 
+from ops.agent_flow import Agent, AgentFlowError, SyncResult
 from ops.http_lanes import LaneError, Lanes
 
 RUNTIME_VERSION = "1.0.0-sim"
@@ -149,6 +153,7 @@ class SimAgent:
     index: int
     agent_id: str = ""
     api_key: str = ""
+    deployment_id: str = ""  # the deployment it runs, once it activated one
 
     async def enroll(self, client: httpx.AsyncClient, target: Target, token: str) -> None:
         body = {"hostname": f"sim-{self.index}.local", "runtime_version": RUNTIME_VERSION}
@@ -159,12 +164,21 @@ class SimAgent:
         self.agent_id, self.api_key = enrolled["agent_id"], enrolled["api_key"]
 
     def report(self, beats: int) -> bytes:
-        body = {
+        body: dict[str, Any] = {
             "runtime_version": RUNTIME_VERSION,
             "health": "healthy",
             "counters": {"heartbeats_sent": beats},
         }
+        if self.deployment_id:
+            body["deployment_id"] = self.deployment_id
         return json.dumps(body).encode()
+
+    async def sync(self, client: httpx.AsyncClient) -> SyncResult:
+        """Look for a deployment once: pull, verify offline, report (ops/agent_flow.py)."""
+        result = await Agent(client, self.agent_id, self.api_key).sync()
+        if result.outcome == "activated" and result.deployment_id is not None:
+            self.deployment_id = str(result.deployment_id)
+        return result
 
     async def beat(self, lanes: Lanes, stats: Stats, beats: int) -> None:
         """One heartbeat; its latency counts from when it was due and queued."""
@@ -261,6 +275,44 @@ async def heartbeat_all(
     return stats
 
 
+async def sync_all(
+    client: httpx.AsyncClient,
+    agents: Sequence[SimAgent],
+    *,
+    every: float,
+    stop: asyncio.Event,
+    tally: dict[str, int],
+    concurrency: int = 16,
+) -> None:
+    """Every ``every`` seconds each agent looks for its current deployment and, when
+    there is a new one, downloads, verifies and activates it (or reports why not).
+    ``tally`` counts the outcomes: activated, failed (verification), errors."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(agent: SimAgent) -> None:
+        async with gate:
+            try:
+                result = await agent.sync(client)
+            except (AgentFlowError, httpx.HTTPError) as exc:
+                tally["errors"] = tally.get("errors", 0) + 1
+                print(f"agent {agent.index}: {exc}", file=sys.stderr)
+                return
+        if result.outcome in ("activated", "failed"):
+            tally[result.outcome] = tally.get(result.outcome, 0) + 1
+            print(
+                f"agent {agent.index}: {result.outcome} deployment {result.deployment_id}"
+                + (f" ({result.rejection})" if result.rejection else "")
+                + f"; deployment now {result.status}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    while not stop.is_set():
+        await asyncio.gather(*(one(a) for a in agents))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def _progress(stats: Stats, every: float) -> None:
     started = time.monotonic()
     while True:
@@ -311,6 +363,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--connections", type=int, default=64, help="HTTP connections at most (default 64)"
     )
+    parser.add_argument(
+        "--sync-every",
+        type=float,
+        default=5.0,
+        help="seconds between looks for a new deployment (pull, verify offline, activate); "
+        "0 to only heartbeat (default 5)",
+    )
 
 
 def _tokens(args: argparse.Namespace) -> list[str]:
@@ -329,19 +388,35 @@ async def simulate(args: argparse.Namespace, mint_with: str | None) -> dict[str,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.sync_every < 0:
+        raise SimError("--sync-every must be 0 (off) or positive")
+    tally: dict[str, int] = {}
     async with client_for(args.api, args.connections) as client:
         t0 = time.monotonic()
         agents = await enroll_all(client, target, _tokens(args), args.count, mint_with=mint_with)
         enrolled_s = time.monotonic() - t0
         print(f"enrolled {len(agents)} agents in {enrolled_s:.1f} s", file=sys.stderr)
-    lanes = Lanes(args.api, args.connections)
-    try:
-        stats = await heartbeat_all(
-            lanes, agents, interval=args.interval, duration=args.duration, stop=stop
-        )
-    finally:
-        await lanes.close()
-    return {"agents": len(agents), "enroll_s": round(enrolled_s, 3), **stats.summary()}
+        syncing = None
+        if args.sync_every > 0:
+            syncing = asyncio.create_task(
+                sync_all(client, agents, every=args.sync_every, stop=stop, tally=tally)
+            )
+        lanes = Lanes(args.api, args.connections)
+        try:
+            stats = await heartbeat_all(
+                lanes, agents, interval=args.interval, duration=args.duration, stop=stop
+            )
+        finally:
+            stop.set()
+            if syncing is not None:
+                await syncing
+            await lanes.close()
+    return {
+        "agents": len(agents),
+        "enroll_s": round(enrolled_s, 3),
+        **stats.summary(),
+        "deployments": tally,
+    }
 
 
 def run_cli(args: argparse.Namespace, mint_with: str | None) -> int:

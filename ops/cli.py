@@ -112,8 +112,12 @@ def oidc_settings(settings: Settings) -> Any:
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    # libuv's event loop: the services spend much of their CPU in the loop
+    # itself (socket reads and writes for PostgreSQL, NATS and HTTP).
+    import uvloop
+
     try:
-        return asyncio.run(coro)
+        return uvloop.run(coro)
     except KeyboardInterrupt:
         return None
 

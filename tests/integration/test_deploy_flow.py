@@ -598,3 +598,39 @@ async def test_an_activation_timeout_fails_the_deployment_lazily(
         assert set(failed["rollout"]["pending"]) == {str(a.agent_id) for a in w["agents"][1:]}
         r = await client.get(f"{late.base}/deployments/current", headers=late._headers)
         assert r.status_code == 200 and r.json()["deployment"] is None, r.text
+
+
+async def test_the_simulated_agents_pull_verify_and_activate(
+    stack: Stack, database, vault: Vault
+) -> None:
+    """``byteor-cloud agent simulate``'s sync phase: each simulated agent activates the
+    new deployment once, and names it in its later heartbeats."""
+    from ops.agent_sim import SimAgent, sync_all
+
+    vault_path = f"apps/{uuid.uuid4().hex}"
+    await asyncio.to_thread(write_secret, vault, vault_path, {"pw": "sim-secret"})
+    w = await world(stack)
+    bundle = await config_bundle(stack, w, "sim-inline", vault_path, "sim")
+    sims = [
+        SimAgent(i, agent_id=str(a.agent_id), api_key=a._headers["Authorization"][7:])
+        for i, a in enumerate(w["agents"])
+    ]
+    objects = store_for(stack.s3, stack.bucket)
+    handler = stack.worker(VaultResolver(vault.addr, vault.token), objects)
+    async with engine(stack, database, handler):
+        dep = await deploy(stack, w, bundle)
+        assert dep["status"] == "deploying", dep
+        stop, tally = asyncio.Event(), {}
+        syncing = asyncio.create_task(
+            sync_all(stack.client, sims, every=0.05, stop=stop, tally=tally)
+        )
+        path = f"{w['env']}/deployments/{dep['id']}"
+        done = await wait_status(stack.client, w["admin"], path, {"active", "failed"})
+        await asyncio.sleep(0.2)  # more rounds: nothing is reported twice
+        stop.set()
+        await syncing
+    await objects.close()
+    assert done["status"] == "active", done
+    assert tally == {"activated": 3}, tally
+    assert all(s.deployment_id == dep["id"] for s in sims)
+    assert b'"deployment_id"' in sims[0].report(1)
