@@ -3,6 +3,7 @@
 #   make run     the whole system in the foreground (embedded services + api + workers)
 #   make test    lint, format check, type check, then the full test suite (what CI runs)
 #   make bench   benchmarks
+#   make demo    demo data on a running `make run` (second terminal)
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,10 +15,10 @@ OIDC_STAMP := $(OIDC_DIR)/node_modules/.installed
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv run test lint fmt typecheck bench clean stack-start stack-stop stack-status
+.PHONY: help venv run demo test lint fmt typecheck bench clean stack-start stack-stop stack-status
 
 help:
-	@echo "targets: venv run test bench lint fmt typecheck clean stack-start stack-stop stack-status"
+	@echo "targets: venv run demo test bench lint fmt typecheck clean stack-start stack-stop stack-status"
 
 venv: $(STAMP)
 
@@ -36,6 +37,9 @@ $(OIDC_STAMP): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
 
 run: $(STAMP)
 	$(BIN)/byteor-cloud up
+
+demo: $(STAMP)
+	$(BIN)/byteor-cloud demo
 
 test: $(STAMP) $(OIDC_STAMP)
 	$(BIN)/ruff check .

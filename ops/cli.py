@@ -562,6 +562,20 @@ def cmd_jobs_probe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from ops.agent_sim import SimError
+    from ops.demo import DemoError, demo
+
+    rt = resolve_runtime(settings)
+    api = f"http://{rt.api_host}:{rt.api_port}"
+    try:
+        return int(_run(demo(rt.database_url, rt.db_role, api, args)) or 0)
+    except (DemoError, SimError, httpx.HTTPError) as exc:
+        raise CliError(f"demo: {exc} (is `make run` up?)") from exc
+
+
 def cmd_agent_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from ops.agent_sim import run_cli
 
@@ -738,6 +752,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate_arguments(simulate)
     simulate.set_defaults(func=cmd_agent_simulate)
+
+    demo = sub.add_parser(
+        "demo",
+        help="demo data on a running stack: a user, a deployment and agents that activate it",
+        description="With `make run` up: creates a user and organization (token printed "
+        "once), a project, a dev environment, a signing key, a validated draft, a version, "
+        "a config bundle with an inline secret, --agents simulated agents and a deployment "
+        "they download, verify offline and activate. The last line is a JSON summary.",
+    )
+    from ops.demo import add_arguments as add_demo_arguments
+
+    add_demo_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

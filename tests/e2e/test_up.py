@@ -1,6 +1,7 @@
 """`make run` as a newcomer meets it: `byteor-cloud up`, a token from
 `admin create-user`, then create and read back an org, a project and an
-environment over HTTP; Ctrl-C leaves no process behind."""
+environment over HTTP, then `make demo` (a deployment that simulated agents
+activate); Ctrl-C leaves no process behind."""
 
 from __future__ import annotations
 
@@ -104,6 +105,28 @@ def test_up_serves_the_readme_flow_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert keys.returncode == 0, keys.stderr
         assert "current" in keys.stdout
+        # `make demo`: the governed path once, ending with agents running a deployment.
+        demo = subprocess.run(
+            [sys.executable, "-m", "ops.cli", "demo", "--agents", "2", "--duration", "60"],
+            check=False,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert demo.returncode == 0, demo.stderr[-3000:]
+        summary = json.loads(demo.stdout.splitlines()[-1])
+        assert summary["deployment_status"] == "active", summary
+        assert len(summary["agents"]) == 2 and summary["token"].startswith("byp_")
+        with httpx.Client(base_url=url, timeout=10) as http:
+            deployed = http.get(
+                f"/api/v1/orgs/{summary['org_id']}/projects/{summary['project_id']}"
+                f"/environments/{summary['environment_id']}/deployments/{summary['deployment_id']}",
+                headers={"Authorization": f"Bearer {summary['token']}"},
+            ).json()
+            assert deployed["status"] == "active"
+            assert {r["agent_id"] for r in deployed["reports"]} == set(summary["agents"])
         state = json.loads((home / "stack.json").read_text())
     finally:
         up.send_signal(signal.SIGINT)

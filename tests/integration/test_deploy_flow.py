@@ -634,3 +634,30 @@ async def test_the_simulated_agents_pull_verify_and_activate(
     assert tally == {"activated": 3}, tally
     assert all(s.deployment_id == dep["id"] for s in sims)
     assert b'"deployment_id"' in sims[0].report(1)
+
+
+async def test_no_vault_configured_fails_the_job_and_the_deployment(stack: Stack, database) -> None:
+    """Fail closed: a bundle with a Vault ref and a worker without Vault settings."""
+    w = await world(stack)
+    bundle = await config_bundle(stack, w, "inline-y", f"apps/{uuid.uuid4().hex}", "r")
+    rt = Runtime(  # the worker process's settings, Vault left out
+        database_url=database,
+        s3_endpoint=stack.s3.endpoint,
+        s3_access_key=stack.s3.access_key,
+        s3_secret_key=stack.s3.secret_key,
+        s3_bucket=stack.bucket,
+        keyring=stack.keyring,
+    )
+    handler = RUNTIME_HANDLERS["deploy_bundle_build"](stack.pool, rt)
+    objects = handler.objects
+    async with engine(stack, database, handler):
+        dep = await deploy(stack, w, bundle)
+        assert dep["status"] == "failed", dep
+        assert dep["failure_reason"] == "build_failed"
+        assert "VaultNotConfigured" in dep["failure_detail"], dep
+        deadline = time.monotonic() + 10
+        while "job.failed" not in (job := await job_of(stack.pool, dep["id"]))["types"]:
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.1)
+        assert "retry_scheduled" not in " ".join(job["types"]), job  # failed at once
+    await objects.close()
