@@ -38,6 +38,7 @@ from commands.execution import (
     CommandDeps,
     Loaded,
     Outcome,
+    body_command,
     deps_of,
     etag_of,
     execute,
@@ -103,10 +104,6 @@ async def _scope(
         ResourcePath(org_id, project_id, env_id),
     )
     return Scope(org=org, project=project, env=env, decision=decision)
-
-
-def _body(raw: bytes) -> bytes | None:
-    return raw if raw.strip() else None
 
 
 async def _agents(
@@ -430,12 +427,8 @@ async def approve_approval(
     approval_id: FromPath[uuid.UUID],
 ) -> Response[bytes]:
     deps = deps_of(request)
-    raw = _body(await request.body())
-    cmd = (
-        approval_mod.ApproveApproval()
-        if raw is None
-        else decode_command(approval_mod.ApproveApproval, raw)
-    )
+    cmd = await body_command(request, approval_mod.ApproveApproval)
+    cmd = cmd if cmd is not None else approval_mod.ApproveApproval()
 
     async def decide(now: datetime) -> Outcome:
         async def act(
@@ -484,12 +477,8 @@ async def deny_approval(
     approval_id: FromPath[uuid.UUID],
 ) -> Response[bytes]:
     deps = deps_of(request)
-    raw = _body(await request.body())
-    cmd = (
-        approval_mod.DenyApproval()
-        if raw is None
-        else decode_command(approval_mod.DenyApproval, raw)
-    )
+    cmd = await body_command(request, approval_mod.DenyApproval)
+    cmd = cmd if cmd is not None else approval_mod.DenyApproval()
 
     async def decide(now: datetime) -> Outcome:
         async def act(
@@ -524,8 +513,8 @@ async def revoke_approval(
     approval_id: FromPath[uuid.UUID],
 ) -> Response[bytes]:
     deps = deps_of(request)
-    raw = _body(await request.body())
-    cmd = RevokeApproval() if raw is None else decode_command(RevokeApproval, raw)
+    cmd = await body_command(request, RevokeApproval)
+    cmd = cmd if cmd is not None else RevokeApproval()
 
     async def decide(now: datetime) -> Outcome:
         async def act(

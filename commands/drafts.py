@@ -29,6 +29,7 @@ from commands.execution import (
     CommandDeps,
     Loaded,
     Outcome,
+    body_command,
     check_if_match,
     deps_of,
     etag_of,
@@ -126,10 +127,6 @@ def _ingest_append(
             max_attempts=INGEST_MAX_ATTEMPTS,
         )
     ]
-
-
-def _body_or_none(body: bytes) -> bytes | None:
-    return body if body.strip() else None
 
 
 # --- drafts ------------------------------------------------------------------------
@@ -250,8 +247,7 @@ async def preview_draft(
     draft_id: FromPath[uuid.UUID],
 ) -> Response[PreviewView]:
     deps = deps_of(request)
-    body = _body_or_none(await request.body())
-    cmd = None if body is None else decode_command(draft_mod.PreviewDraft, body)
+    cmd = await body_command(request, draft_mod.PreviewDraft)
     loaded = await _load_draft(deps, request, org_id, project_id, draft_id)
     assert loaded is not None and loaded.state is not None
     draft = loaded.state
@@ -301,8 +297,8 @@ async def create_version(
     draft_id: FromPath[uuid.UUID],
 ) -> Response[bytes]:
     deps = deps_of(request)
-    body = _body_or_none(await request.body())
-    cmd = CreateVersion() if body is None else decode_command(CreateVersion, body)
+    cmd = await body_command(request, CreateVersion)
+    cmd = cmd if cmd is not None else CreateVersion()
 
     async def decide(now: datetime) -> Outcome:
         loaded = await _load_draft(deps, request, org_id, project_id, draft_id)

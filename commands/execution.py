@@ -32,12 +32,13 @@ from commands.store import (
     IdempotencyClaim,
     StoredResponse,
 )
-from domain.codec import EventCodec
+from domain.codec import EventCodec, decode_command
 from domain.envelope import Metadata, RecordedEvent, StreamAppend
 from domain.errors import FieldError, InvalidInput, PreconditionFailed
 from domain.principal import Principal
 
 S = TypeVar("S")
+C = TypeVar("C", bound=msgspec.Struct)
 
 POSITION_HEADER = "X-ByteOr-Position"
 MAX_IDEMPOTENCY_KEY = 255
@@ -109,6 +110,13 @@ def stream_append(
             events=tuple(deps.codec.encode(e) for e in events),
         )
     ]
+
+
+async def body_command(request: Request[Any, Any, Any], cls: type[C]) -> C | None:
+    """The request body decoded as command ``cls`` (422 with paths when it is not one),
+    or None for an empty body: for commands whose every field is optional."""
+    raw = await request.body()
+    return decode_command(cls, raw) if raw.strip() else None
 
 
 def etag_of(version: int) -> str:
