@@ -163,6 +163,18 @@ class JobStore:
             last=recorded[-1] if recorded else None,
         )
 
+    def from_queued(self, job_id: uuid.UUID, queued: RecordedEvent | None) -> Loaded | None:
+        """The job as its ``job.queued`` event alone makes it, if that is what ``queued`` is."""
+        if (
+            queued is None
+            or queued.stream_id != job.stream_id(job_id)
+            or queued.event_type != "job.queued"
+            or queued.stream_version != 1
+        ):
+            return None
+        state = job.fold([self.codec.decode_recorded(queued)])
+        return Loaded(state=state, first=queued, last=queued)
+
     async def append(
         self, loaded: Loaded, events: tuple[job.JobEvent, ...], meta: Metadata | None = None
     ) -> job.Job:
@@ -300,7 +312,7 @@ class JobWorker:
             await msg.term()
             return "rejected"
 
-        claimed = await self._claim(msg, job_id, message.generation, attempt)
+        claimed = await self._claim(msg, job_id, message.generation, attempt, message.queued)
         if isinstance(claimed, str):
             return claimed
         loaded, state = claimed
@@ -360,11 +372,22 @@ class JobWorker:
                 return "dead_letter"
 
     async def _claim(
-        self, msg: Msg, job_id: uuid.UUID, generation: int, attempt: int
+        self,
+        msg: Msg,
+        job_id: uuid.UUID,
+        generation: int,
+        attempt: int,
+        queued: RecordedEvent | None = None,
     ) -> tuple[Loaded, job.Job] | Outcome:
-        """Record ``job.started`` for this delivery, or say why it is not ours to run."""
+        """Record ``job.started`` for this delivery, or say why it is not ours to run.
+
+        The first try of a first delivery that carries its ``job.queued`` event
+        folds that event instead of reading the stream (JobMessage says why this
+        is safe); any conflict falls back to reading.
+        """
+        first = self.jobs.from_queued(job_id, queued) if attempt == 1 else None
         for _ in range(CLAIM_TRIES):
-            loaded = await self.jobs.load(job_id)
+            loaded, first = first or await self.jobs.load(job_id), None
             state = loaded.state
             if state is None:
                 log.error("job %s is not in the event store; message terminated", job_id)

@@ -74,8 +74,11 @@ def job_message_of(event: RecordedEvent) -> tuple[str, bytes, str] | None:
         return None
     fields = msgspec.json.decode(event.payload, type=_JobFields)
     job_id = event.stream_id.removeprefix("job-")
+    queued = event if event.event_type == "job.queued" and event.stream_version == 1 else None
     body = msgspec.json.encode(
-        JobMessage(job_id=job_id, job_type=fields.job_type, generation=fields.generation)
+        JobMessage(
+            job_id=job_id, job_type=fields.job_type, generation=fields.generation, queued=queued
+        )
     )
     return job_subject(fields.job_type), body, job_msg_id(job_id, fields.generation)
 

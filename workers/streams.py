@@ -49,6 +49,7 @@ from nats.js.errors import (
 )
 
 from domain.backoff import Backoff
+from domain.envelope import RecordedEvent
 
 log = logging.getLogger("byteor.jobs")
 
@@ -64,13 +65,18 @@ DAY_S = 86_400.0
 class JobMessage(msgspec.Struct, frozen=True, kw_only=True):
     """What goes on ``jobs.<type>``: which job, and which generation of it.
 
-    The job itself (payload, budget, state) is read from the event store, the
-    source of truth; the message only says "look at this job now".
+    The event store is the source of truth for the job (payload, budget,
+    state). The relay also carries the ``job.queued`` event itself in
+    ``queued`` (generation 0 only): a worker may then claim the first attempt
+    by appending ``job.started`` at version 1 without reading the stream first.
+    The append's expected version is what makes that safe: if anything else was
+    appended meanwhile it conflicts, and the worker reads the stream as usual.
     """
 
     job_id: str
     job_type: str
     generation: int = 0
+    queued: RecordedEvent | None = None
 
 
 class JobTypeSettings(msgspec.Struct, frozen=True, kw_only=True):

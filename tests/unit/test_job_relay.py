@@ -26,10 +26,12 @@ def recorded(event: job.JobEvent, version: int = 1) -> RecordedEvent:
 
 def test_job_queued_goes_to_its_type_subject_with_the_job_id_as_message_id() -> None:
     event = job.JobQueued(job_id=JOB, job_type="metering", max_attempts=3)
-    subject, body, msg_id = job_message_of(recorded(event)) or ("", b"", "")
+    queued = recorded(event)
+    subject, body, msg_id = job_message_of(queued) or ("", b"", "")
     assert (subject, msg_id) == ("jobs.metering", str(JOB))
+    # The queued event rides along, so a first delivery can be claimed without a read.
     assert msgspec.json.decode(body, type=JobMessage) == JobMessage(
-        job_id=str(JOB), job_type="metering", generation=0
+        job_id=str(JOB), job_type="metering", generation=0, queued=queued
     )
 
 
@@ -37,7 +39,8 @@ def test_a_requeued_generation_gets_its_own_message_id() -> None:
     event = job.JobRequeued(by="op", job_type="replay", generation=2)
     subject, body, msg_id = job_message_of(recorded(event, 5)) or ("", b"", "")
     assert (subject, msg_id) == ("jobs.replay", f"{JOB}.2")
-    assert msgspec.json.decode(body, type=JobMessage).generation == 2
+    requeued = msgspec.json.decode(body, type=JobMessage)
+    assert requeued.generation == 2 and requeued.queued is None  # history matters: read it
 
 
 def test_other_job_events_are_not_republished_as_jobs() -> None:
