@@ -79,12 +79,15 @@ class Cursor(msgspec.Struct, frozen=True, kw_only=True, order=True):
 START = Cursor()
 
 
-class RecordedEvent(msgspec.Struct, frozen=True):
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     """An event as read back from the store, with its full envelope.
 
     Positional, fields in ``EVENT_COLUMNS`` order, so a database row becomes
     one with ``RecordedEvent(*row)``: the feed builds hundreds of thousands of
     these per second and keyword construction was a measurable share of it.
+    ``gc=False``: its fields are ints, strings, bytes and UUIDs, so it can never
+    be part of a reference cycle, and untracked instances keep a page of
+    events from triggering garbage collections (~10% of a tail read).
     """
 
     position: int
