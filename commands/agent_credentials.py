@@ -20,6 +20,7 @@ from typing import Final
 import asyncpg
 import msgspec
 
+from commands.credential_cache import forget_credentials
 from commands.credentials import IssuedToken, _touch, hash_token
 from commands.ratelimit import Permit, WindowStatus, fetch_credential, with_permit
 from schema.pg import AnyPool, Connection
@@ -212,6 +213,7 @@ async def revoke_agent_keys(conn: Connection, agent_id: uuid.UUID, now: datetime
         agent_id,
         now,
     )
+    forget_credentials()
 
 
 async def lock_agent(conn: Connection, agent_id: uuid.UUID, environment_id: uuid.UUID) -> bool:
@@ -247,6 +249,8 @@ async def mark_agent(
         now,
         revoked,
     )
+    if revoked:
+        forget_credentials()
 
 
 _AGENT_KEY_SQL = """
@@ -286,5 +290,5 @@ async def lookup_agent_key(
     return record, window
 
 
-async def touch_agent_key(pool: AnyPool, record: AgentKeyRecord, now: datetime) -> None:
-    await _touch(pool, "agent_keys", record.id, record.last_used_at, now)
+async def touch_agent_key(pool: AnyPool, record: AgentKeyRecord, now: datetime) -> bool:
+    return await _touch(pool, "agent_keys", record.id, record.last_used_at, now)

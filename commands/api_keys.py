@@ -22,6 +22,7 @@ import msgspec
 from litestar import Response, delete, get, post
 from litestar.params import FromPath, QueryParameter
 
+from commands.credential_cache import forget_credentials
 from commands.credentials import API_KEY_PREFIX, check_expiry, mint_token, store_api_key
 from commands.execution import deps_of, stream_append
 from commands.identity import (
@@ -180,6 +181,7 @@ async def revoke_api_key(
             org_id,
             now,
         )
+        forget_credentials()
         return Written(
             appends=stream_append(
                 deps, loaded.stream_id, org_mod.STREAM_TYPE, loaded.version, events

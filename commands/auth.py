@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -28,14 +29,20 @@ from prometheus_client import Counter
 from commands.agent_credentials import (
     AGENT_KEY_PREFIX,
     ENROLLMENT_PREFIX,
+    AgentKeyRecord,
     find_enrollment_token,
     lookup_agent_key,
     touch_agent_key,
 )
+from commands.credential_cache import CredentialCache
 from commands.credentials import (
     API_KEY_PREFIX,
     PAT_PREFIX,
     SESSION_PREFIX,
+    ApiKeyRecord,
+    SessionRecord,
+    TokenRecord,
+    hash_token,
     looks_like,
     lookup_api_key,
     lookup_session,
@@ -109,15 +116,7 @@ class Authenticator(Protocol):
 
 def _at(permit: Permit | None, now: datetime) -> Permit | None:
     """``permit`` judged at the authenticator's clock (the one expiry is checked by)."""
-    if permit is None:
-        return None
-    return Permit(
-        route_class=permit.route_class,
-        limit=permit.limit,
-        window_ms=permit.window_ms,
-        bucket_ms=permit.bucket_ms,
-        now=now,
-    )
+    return None if permit is None else msgspec.structs.replace(permit, now=now)
 
 
 def _check_live(expires_at: datetime | None, revoked_at: datetime | None, now: datetime) -> None:
@@ -127,49 +126,136 @@ def _check_live(expires_at: datetime | None, revoked_at: datetime | None, now: d
         raise CredentialRejected("expired")
 
 
-class PersonalAccessTokens:
-    family = "personal_access_token"
+class _CachedFamily:
+    """A family whose live credentials a ``CredentialCache`` may hold.
 
-    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
+    With an active cache, a repeated credential costs no lookup, and a permit
+    comes from the key's rate-limit lease while one lasts (``LeaseBook``); when
+    either is missing, one statement reads the credential and takes the permit
+    (a lease's worth when the key is busy), as without a cache.
+    """
+
+    family: str
+    prefix: str
+
+    def __init__(
+        self, pool: AnyPool, clock: Clock = utc_now, cache: CredentialCache | None = None
+    ) -> None:
         self.pool = pool
         self.clock = clock
+        self.cache = cache
+
+    async def _lookup(self, token: str, permit: Permit | None) -> tuple[Any, WindowStatus | None]:
+        raise NotImplementedError
+
+    def _window_key(self, record: Any) -> str:
+        """The rate-limit key's principal part, as the lookup's SQL builds it."""
+        raise NotImplementedError
+
+    def _check(self, record: Any, now: datetime) -> None:
+        _check_live(record.expires_at, record.revoked_at, now)
+
+    async def _touch(self, record: Any, now: datetime) -> bool:
+        raise NotImplementedError
+
+    def _principal(self, record: Any) -> Principal:
+        raise NotImplementedError
 
     async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
-        if not looks_like(token, PAT_PREFIX):
+        if not looks_like(token, self.prefix):
             raise CredentialRejected("malformed")
         now = self.clock()
-        record, window = await lookup_token(self.pool, token, _at(permit, now))
+        cache = self.cache if self.cache is not None and self.cache.active else None
+        if cache is None:
+            record, window = await self._lookup(token, _at(permit, now))
+            if record is None:
+                raise CredentialRejected("not_found")
+            self._check(record, now)
+            await self._touch(record, now)
+            return Authenticated(self._principal(record), window)
+
+        digest = hash_token(token)
+        generation = cache.generation
+        record = cache.get(self.family, digest)
+        if record is not None:
+            self._check(record, now)
+            window = None
+            if permit is not None:
+                key = permit.route_class + ":" + self._window_key(record)
+                window = cache.leases.take(key)
+                if window is None:
+                    permit = msgspec.structs.replace(
+                        permit, units=cache.leases.units(key, permit.limit)
+                    )
+            if permit is None or window is not None:
+                return await self._accepted(cache, digest, generation, record, window, now)
+
+        record, window = await self._lookup(token, _at(permit, now))
         if record is None:
             raise CredentialRejected("not_found")
-        _check_live(record.expires_at, record.revoked_at, now)
-        await touch_token(self.pool, record, now)
-        principal = Principal(
+        self._check(record, now)
+        if permit is not None and window is not None:
+            key = permit.route_class + ":" + self._window_key(record)
+            window = cache.leases.grant(key, window, permit.units)
+        return await self._accepted(cache, digest, generation, record, window, now)
+
+    async def _accepted(
+        self,
+        cache: CredentialCache,
+        digest: bytes,
+        generation: int,
+        record: Any,
+        window: WindowStatus | None,
+        now: datetime,
+    ) -> Authenticated:
+        if await self._touch(record, now):
+            record = msgspec.structs.replace(record, last_used_at=now)
+        cache.put(self.family, digest, record, generation)
+        return Authenticated(self._principal(record), window)
+
+
+class PersonalAccessTokens(_CachedFamily):
+    family = "personal_access_token"
+    prefix = PAT_PREFIX
+
+    async def _lookup(
+        self, token: str, permit: Permit | None
+    ) -> tuple[TokenRecord | None, WindowStatus | None]:
+        return await lookup_token(self.pool, token, permit)
+
+    def _window_key(self, record: TokenRecord) -> str:
+        return f"user:{record.user_id}"
+
+    async def _touch(self, record: TokenRecord, now: datetime) -> bool:
+        return await touch_token(self.pool, record, now)
+
+    def _principal(self, record: TokenRecord) -> Principal:
+        return Principal(
             kind="user",
             id=record.user_id,
             credential_id=record.id,
             family="personal_access_token",
             scopes=record.scopes,
         )
-        return Authenticated(principal, window)
 
 
-class OrgApiKeys:
+class OrgApiKeys(_CachedFamily):
     family = "org_api_key"
+    prefix = API_KEY_PREFIX
 
-    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
-        self.pool = pool
-        self.clock = clock
+    async def _lookup(
+        self, token: str, permit: Permit | None
+    ) -> tuple[ApiKeyRecord | None, WindowStatus | None]:
+        return await lookup_api_key(self.pool, token, permit)
 
-    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
-        if not looks_like(token, API_KEY_PREFIX):
-            raise CredentialRejected("malformed")
-        now = self.clock()
-        record, window = await lookup_api_key(self.pool, token, _at(permit, now))
-        if record is None:
-            raise CredentialRejected("not_found")
-        _check_live(record.expires_at, record.revoked_at, now)
-        await touch_api_key(self.pool, record, now)
-        principal = Principal(
+    def _window_key(self, record: ApiKeyRecord) -> str:
+        return f"api_key:{record.id}"
+
+    async def _touch(self, record: ApiKeyRecord, now: datetime) -> bool:
+        return await touch_api_key(self.pool, record, now)
+
+    def _principal(self, record: ApiKeyRecord) -> Principal:
+        return Principal(
             kind="api_key",
             id=record.id,
             credential_id=record.id,
@@ -177,29 +263,25 @@ class OrgApiKeys:
             org_id=record.org_id,
             role=record.role,
         )
-        return Authenticated(principal, window)
 
 
-class Sessions:
+class Sessions(_CachedFamily):
     family = "session"
+    prefix = SESSION_PREFIX
 
-    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
-        self.pool = pool
-        self.clock = clock
+    async def _lookup(
+        self, token: str, permit: Permit | None
+    ) -> tuple[SessionRecord | None, WindowStatus | None]:
+        return await lookup_session(self.pool, token, permit)
 
-    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
-        if not looks_like(token, SESSION_PREFIX):
-            raise CredentialRejected("malformed")
-        now = self.clock()
-        record, window = await lookup_session(self.pool, token, _at(permit, now))
-        if record is None:
-            raise CredentialRejected("not_found")
-        _check_live(record.expires_at, record.revoked_at, now)
-        await touch_session(self.pool, record, now)
-        principal = Principal(
-            kind="user", id=record.user_id, credential_id=record.id, family="session"
-        )
-        return Authenticated(principal, window)
+    def _window_key(self, record: SessionRecord) -> str:
+        return f"user:{record.user_id}"
+
+    async def _touch(self, record: SessionRecord, now: datetime) -> bool:
+        return await touch_session(self.pool, record, now)
+
+    def _principal(self, record: SessionRecord) -> Principal:
+        return Principal(kind="user", id=record.user_id, credential_id=record.id, family="session")
 
 
 class EnrollmentTokens:
@@ -239,25 +321,28 @@ class EnrollmentTokens:
         return Authenticated(principal)
 
 
-class AgentKeys:
+class AgentKeys(_CachedFamily):
     """``bya_``: one agent's runtime key, dead once rotated away or with its agent."""
 
     family = "agent_key"
+    prefix = AGENT_KEY_PREFIX
 
-    def __init__(self, pool: AnyPool, clock: Clock = utc_now) -> None:
-        self.pool = pool
-        self.clock = clock
+    async def _lookup(
+        self, token: str, permit: Permit | None
+    ) -> tuple[AgentKeyRecord | None, WindowStatus | None]:
+        return await lookup_agent_key(self.pool, token, permit)
 
-    async def authenticate(self, token: str, permit: Permit | None = None) -> Authenticated | None:
-        if not looks_like(token, AGENT_KEY_PREFIX):
-            raise CredentialRejected("malformed")
-        now = self.clock()
-        record, window = await lookup_agent_key(self.pool, token, _at(permit, now))
-        if record is None:
-            raise CredentialRejected("not_found")
+    def _window_key(self, record: AgentKeyRecord) -> str:
+        return f"agent:{record.agent_id}"
+
+    def _check(self, record: AgentKeyRecord, now: datetime) -> None:
         _check_live(None, record.revoked_at, now)
-        await touch_agent_key(self.pool, record, now)
-        principal = Principal(
+
+    async def _touch(self, record: AgentKeyRecord, now: datetime) -> bool:
+        return await touch_agent_key(self.pool, record, now)
+
+    def _principal(self, record: AgentKeyRecord) -> Principal:
+        return Principal(
             kind="agent",
             id=record.agent_id,
             credential_id=record.id,
@@ -266,17 +351,18 @@ class AgentKeys:
             project_id=record.project_id,
             environment_id=record.environment_id,
         )
-        return Authenticated(principal, window)
 
 
-def standard_authenticators(pool: AnyPool, clock: Clock = utc_now) -> dict[str, Authenticator]:
-    """Every credential family, keyed by prefix."""
+def standard_authenticators(
+    pool: AnyPool, clock: Clock = utc_now, cache: CredentialCache | None = None
+) -> dict[str, Authenticator]:
+    """Every credential family, keyed by prefix (all but enrollment tokens share ``cache``)."""
     return {
-        SESSION_PREFIX: Sessions(pool, clock),
-        PAT_PREFIX: PersonalAccessTokens(pool, clock),
-        API_KEY_PREFIX: OrgApiKeys(pool, clock),
+        SESSION_PREFIX: Sessions(pool, clock, cache),
+        PAT_PREFIX: PersonalAccessTokens(pool, clock, cache),
+        API_KEY_PREFIX: OrgApiKeys(pool, clock, cache),
         ENROLLMENT_PREFIX: EnrollmentTokens(pool, clock),
-        AGENT_KEY_PREFIX: AgentKeys(pool, clock),
+        AGENT_KEY_PREFIX: AgentKeys(pool, clock, cache),
     }
 
 

@@ -167,18 +167,20 @@ async def lookup_token(
     return record, window
 
 
-async def touch_token(pool: AnyPool, record: TokenRecord, now: datetime) -> None:
-    """Record last use, at most once a minute per token (no write per request)."""
-    await _touch(pool, "personal_access_tokens", record.id, record.last_used_at, now)
+async def touch_token(pool: AnyPool, record: TokenRecord, now: datetime) -> bool:
+    """Record last use, at most once a minute per token (no write per request);
+    True when it wrote."""
+    return await _touch(pool, "personal_access_tokens", record.id, record.last_used_at, now)
 
 
 async def _touch(
     pool: AnyPool, table: str, id_: uuid.UUID, last_used_at: datetime | None, now: datetime
-) -> None:
+) -> bool:
     if last_used_at is not None and now - last_used_at < LAST_USED_GRANULARITY:
-        return
+        return False
     # ``table`` is one of this module's constants, never input.
     await pool.execute(f"UPDATE {table} SET last_used_at = $2 WHERE id = $1", id_, now)
+    return True
 
 
 # --- organization API keys ---------------------------------------------------------------
@@ -243,8 +245,8 @@ async def lookup_api_key(
     return record, window
 
 
-async def touch_api_key(pool: AnyPool, record: ApiKeyRecord, now: datetime) -> None:
-    await _touch(pool, "org_api_keys", record.id, record.last_used_at, now)
+async def touch_api_key(pool: AnyPool, record: ApiKeyRecord, now: datetime) -> bool:
+    return await _touch(pool, "org_api_keys", record.id, record.last_used_at, now)
 
 
 # --- human sessions ----------------------------------------------------------------------
@@ -301,8 +303,8 @@ async def lookup_session(
     return record, window
 
 
-async def touch_session(pool: AnyPool, record: SessionRecord, now: datetime) -> None:
-    await _touch(pool, "user_sessions", record.id, record.last_used_at, now)
+async def touch_session(pool: AnyPool, record: SessionRecord, now: datetime) -> bool:
+    return await _touch(pool, "user_sessions", record.id, record.last_used_at, now)
 
 
 # --- local passwords (scrypt) ---------------------------------------------------------------

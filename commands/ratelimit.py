@@ -45,7 +45,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -111,6 +112,12 @@ class WindowStatus(msgspec.Struct, frozen=True):
     remaining: int
     reset_s: int  # until every request counted now has left the window
     retry_after_s: int  # until one more request would be admitted (0: now)
+    # Requests this take counted: more than one when a lease was asked for
+    # (``Permit.units``); the rest are the caller's to spend (``LeaseBook``).
+    granted: int = 1
+    # Milliseconds left in the bucket the take was counted in: how long a
+    # lease of the granted units may be spent.
+    bucket_left_ms: int = 0
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -147,6 +154,7 @@ def window_status(
     limit: int,
     window_ms: int,
     bucket_ms: int,
+    granted: int = 1,
 ) -> WindowStatus:
     """Remaining, reset and retry-after for a key's buckets as they stand at ``now_ms``."""
     live = counted(buckets, counts, now_ms, window_ms, bucket_ms)
@@ -167,6 +175,8 @@ def window_status(
         remaining=remaining,
         reset_s=math.ceil(reset_ms / 1000),
         retry_after_s=math.ceil(max(0, retry_ms) / 1000),
+        granted=granted if admitted else 0,
+        bucket_left_ms=bucket_ms - now_ms % bucket_ms,
     )
 
 
@@ -177,24 +187,120 @@ def take(
     limit: int,
     window_ms: int,
     bucket_ms: int,
-) -> tuple[bool, list[int], list[int]]:
-    """The admission rule of ``rate_limit_take``, in memory: (admitted, buckets, counts).
+    units: int = 1,
+) -> tuple[int, list[int], list[int]]:
+    """The admission rule of ``rate_limit_take_units`` (and, for one unit,
+    ``rate_limit_take``), in memory: (granted, buckets, counts); 0 granted is a refusal.
 
-    The SQL function is what runs; this is its model, which the unit tests hold
-    to the bound "no interval of one window admits more than the limit".
+    The SQL functions are what run; this is their model, which the unit tests
+    hold to the bound "no interval of one window admits more than the limit".
     """
     live = counted(buckets, counts, now_ms, window_ms, bucket_ms)
     new_buckets = [b for b, _ in live]
     new_counts = [c for _, c in live]
-    if sum(new_counts) >= limit:
-        return False, new_buckets, new_counts
+    grant = min(max(units, 1), limit - sum(new_counts))
+    if grant < 1:
+        return 0, new_buckets, new_counts
     current = now_ms // bucket_ms
     if new_buckets and new_buckets[-1] >= current:
-        new_counts[-1] += 1
+        new_counts[-1] += grant
     else:
         new_buckets.append(current)
-        new_counts.append(1)
-    return True, new_buckets, new_counts
+        new_counts.append(grant)
+    return grant, new_buckets, new_counts
+
+
+# --- leases: a window's requests taken ahead of use -----------------------------------
+
+
+class _Lease:
+    __slots__ = ("base", "deadline", "left", "size")
+
+    def __init__(self, base: WindowStatus, left: int, deadline: float, size: int) -> None:
+        self.base = base
+        self.left = left
+        self.deadline = deadline
+        self.size = size
+
+
+class LeaseBook:
+    """Requests a process took from shared windows ahead of use, to admit locally.
+
+    A take of ``n`` units (``Permit.units``) counts ``n`` requests in the
+    window's current bucket at once; this process then admits up to ``n - 1``
+    more requests of that key without a round trip, until the bucket ends
+    (less ``MARGIN_S``). Every request admitted was counted, in the bucket it
+    was admitted in, so the window's bound holds exactly as for single takes,
+    across any number of processes; what a lease costs is that units left
+    unspent when its bucket ends were counted for nothing.
+
+    The size adapts per key: a key whose lease ran out before its bucket ended
+    asks for twice as many next time, up to ``limit // 32`` (so at most ~3% of a
+    window can go unspent per process when its traffic stops) and ``max_units``;
+    one whose lease outlived its bucket halves. A slow client therefore keeps
+    taking one unit per request, exact; a limit under 64 is never leased.
+    """
+
+    MARGIN_S = 0.01  # the bucket's end as seen here can lag the database's clock
+
+    def __init__(
+        self,
+        *,
+        max_units: int = 64,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_units = max_units
+        self.max_keys = max_keys
+        self.clock = clock
+        self._leases: dict[str, _Lease] = {}
+
+    def take(self, key: str) -> WindowStatus | None:
+        """One request admitted from ``key``'s lease, or None (no units left here)."""
+        lease = self._leases.get(key)
+        if lease is None or lease.left < 1 or self.clock() >= lease.deadline:
+            return None
+        lease.left -= 1
+        base = lease.base
+        return WindowStatus(
+            admitted=True,
+            limit=base.limit,
+            remaining=base.remaining + lease.left,
+            reset_s=base.reset_s,
+            retry_after_s=0,
+            granted=0,
+        )
+
+    def units(self, key: str, limit: int) -> int:
+        """How many units the next take for ``key`` should ask for."""
+        cap = max(1, min(self.max_units, limit // 32))
+        lease = self._leases.get(key)
+        if lease is None:
+            return 1
+        if self.clock() < lease.deadline:  # spent before its bucket ended
+            return min(cap, lease.size * 2)
+        return min(cap, max(1, lease.size // 2))
+
+    def grant(self, key: str, status: WindowStatus, asked: int) -> WindowStatus:
+        """Keep what a take of ``asked`` units left over (one is the request that took
+        it); the status the request answers with counts those as remaining."""
+        if not status.admitted:
+            return status
+        if len(self._leases) >= self.max_keys:
+            self._prune()
+        left = max(0, status.granted - 1)
+        deadline = self.clock() + status.bucket_left_ms / 1000 - self.MARGIN_S
+        self._leases[key] = _Lease(status, left, deadline, max(1, asked))
+        if not left:
+            return status
+        return msgspec.structs.replace(status, remaining=status.remaining + left)
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for key in [k for k, lease in self._leases.items() if lease.deadline <= now]:
+            del self._leases[key]
+        if len(self._leases) >= self.max_keys:
+            self._leases.clear()
 
 
 # --- keys -----------------------------------------------------------------------------
@@ -258,6 +364,8 @@ class Permit(msgspec.Struct, frozen=True, kw_only=True):
     window_ms: int
     bucket_ms: int
     now: datetime
+    # How many requests to take at once: 1, or a lease's worth (``LeaseBook.units``).
+    units: int = 1
 
 
 def with_permit(select_sql: str, key_sql: str) -> str:
@@ -265,7 +373,8 @@ def with_permit(select_sql: str, key_sql: str) -> str:
     joined to a permit from the window keyed ``<class>:`` || ``key_sql`` (over its row
     ``c``), the key ``rate_limit_key`` builds for the principal. The permit is taken
     only for a live credential (the key is NULL otherwise and the STRICT function is
-    not called). Parameters: $2 now, $3 ``<class>:``, $4 limit, $5 window ms, $6 bucket ms.
+    not called). Parameters: $2 now, $3 ``<class>:``, $4 limit, $5 window ms, $6 bucket ms,
+    $7 units (``Permit.units``; more than one takes a lease, see ``LeaseBook``).
 
     The statement commits without waiting for its WAL flush (``set_config(..., true)``
     lasts until its own implicit transaction's commit; callers run it on a pool,
@@ -275,13 +384,13 @@ def with_permit(select_sql: str, key_sql: str) -> str:
     """
     return f"""
 SELECT c.*, r.admitted AS permit_admitted, r.now_ms AS permit_now_ms,
-       r.buckets AS permit_buckets, r.counts AS permit_counts,
+       r.buckets AS permit_buckets, r.counts AS permit_counts, r.granted AS permit_granted,
        set_config('synchronous_commit', 'off', true) AS synchronous_commit
 FROM ({select_sql}) c
-LEFT JOIN LATERAL rate_limit_take_strict(
+LEFT JOIN LATERAL rate_limit_take_units_strict(
     CASE WHEN c.revoked_at IS NULL AND (c.expires_at IS NULL OR c.expires_at > $2)
          THEN $3 || {key_sql} END,
-    $4, $5, $6) r ON true
+    $4, $5, $6, $7) r ON true
 """
 
 
@@ -299,6 +408,7 @@ async def fetch_credential(
         permit.limit,
         permit.window_ms,
         permit.bucket_ms,
+        permit.units,
     )
     if row is None or row["permit_admitted"] is None:
         return row, None
@@ -310,6 +420,7 @@ async def fetch_credential(
         limit=permit.limit,
         window_ms=permit.window_ms,
         bucket_ms=permit.bucket_ms,
+        granted=row["permit_granted"],
     )
 
 
@@ -397,6 +508,7 @@ class RateLimitMiddleware(ASGIMiddleware):
 
 __all__ = [
     "BUCKETS_PER_WINDOW",
+    "LeaseBook",
     "PgRateLimiter",
     "RateLimitMiddleware",
     "RateLimits",

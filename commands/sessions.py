@@ -36,6 +36,7 @@ from litestar import Request, Response, post
 from litestar.datastructures import State
 
 from commands.auth import record_attempt
+from commands.credential_cache import forget_credentials
 from commands.credentials import (
     MAX_PASSWORD,
     SESSION_PREFIX,
@@ -157,6 +158,7 @@ async def logout(request: AnyRequest) -> Response[None]:
             principal.credential_id,
             now,
         )
+        forget_credentials()
         events: tuple[user_mod.UserEvent, ...] = ()
         loaded = await load(deps, user_mod.stream_id(principal.id), user_mod.fold)
         if ended is not None:

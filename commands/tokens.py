@@ -24,6 +24,7 @@ import msgspec
 from litestar import Response, delete, get, post
 from litestar.params import FromPath, QueryParameter
 
+from commands.credential_cache import forget_credentials
 from commands.credentials import PAT_PREFIX, check_expiry, mint_token, store_token
 from commands.execution import deps_of, load, stream_append
 from commands.identity import (
@@ -202,6 +203,7 @@ async def revoke_token(request: AnyRequest, token_id: FromPath[uuid.UUID]) -> Re
         await conn.execute(
             "UPDATE personal_access_tokens SET revoked_at = $2 WHERE id = $1", token_id, now
         )
+        forget_credentials()
         return Written(
             appends=stream_append(
                 deps, loaded.stream_id, user_mod.STREAM_TYPE, loaded.version, events

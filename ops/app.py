@@ -34,6 +34,7 @@ from commands import signing_keys as signing_key_commands
 from commands import tenancy as tenancy_commands
 from commands import tokens as token_commands
 from commands.auth import PUBLIC_PATHS, make_auth_middleware, standard_authenticators, utc_now
+from commands.credential_cache import CredentialCache
 from commands.denials import DenialFlusher, DenialRecorder
 from commands.execution import CommandDeps
 from commands.object_store import ObjectStore
@@ -68,6 +69,7 @@ def create_app(
     oidc: OidcClient | None = None,
     secret_cipher: SecretCipher | None = None,
     object_store: ObjectStore | None = None,
+    credential_cache: CredentialCache | None = None,
 ) -> Litestar:
     """The API on ``pool`` (queries, credentials, limits) and ``store`` (appends).
 
@@ -86,7 +88,9 @@ def create_app(
     # ~45 µs per acquire/release).
     hot = store.pool if store is not None else pool
     limits = rate_limits or RateLimits()
-    auth = make_auth_middleware(standard_authenticators(hot, clock), limits)
+    # With a credential cache, repeated credentials skip that statement while
+    # their rate-limit lease lasts (commands/credential_cache.py).
+    auth = make_auth_middleware(standard_authenticators(hot, clock, credential_cache), limits)
     rate_limiter = RateLimitMiddleware(PgRateLimiter(hot, limits))
     prometheus = PrometheusConfig(
         app_name="byteor-cloud",
@@ -99,8 +103,14 @@ def create_app(
     # under a server's lifespan, e.g. uvicorn; tests call commands.denials.flush).
     flusher = DenialFlusher(pool, event_store, deps.codec, clock)
     return Litestar(
-        on_startup=[flusher.start],
-        on_shutdown=[flusher.stop],
+        on_startup=[
+            flusher.start,
+            *([credential_cache.start] if credential_cache is not None else []),
+        ],
+        on_shutdown=[
+            flusher.stop,
+            *([credential_cache.stop] if credential_cache is not None else []),
+        ],
         after_exception=[denials.on_exception],
         route_handlers=[
             *me_route.ROUTES,

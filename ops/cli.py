@@ -78,6 +78,7 @@ def resolve_runtime(settings: Settings) -> Any:
         job_settings=settings.job_settings,
         reconcile_grace_s=settings.reconcile_grace_s,
         reconcile_interval_s=settings.reconcile_interval_s,
+        credential_cache_s=settings.credential_cache_s,
         oidc=oidc_settings(settings),
     )
 

@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_enrollment_per_minute: int = 60
     rate_limit_artifact_per_minute: int = 120
     rate_limit_window_s: float = 60.0
+    # How long an API process may answer a repeated credential from memory
+    # (commands/credential_cache.py, decision 0014); 0 turns the cache off.
+    credential_cache_s: float = 10.0
     # Job engine tuning (workers/): consume loops per job type in a worker
     # process, per-type overrides of workers/streams.py DEFAULT_JOB_TYPES, and
     # how long a queued job may sit without a message before the reconciler
@@ -140,6 +143,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             )
         }
         rate_window = env.get("RATE_LIMIT_WINDOW_S", _window_seconds, "a number of seconds")
+        cache_s = env.get("CREDENTIAL_CACHE_S", _cache_seconds, "a number of seconds")
         grace = env.get("RECONCILE_GRACE_S", _seconds, "a number of seconds")
         interval = env.get("RECONCILE_INTERVAL_S", _seconds, "a number of seconds")
         oidc = _oidc_settings(env, public)
@@ -172,6 +176,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit_enrollment_per_minute=_default(rate["enrollment_"], 60),
             rate_limit_artifact_per_minute=_default(rate["artifact_"], 120),
             rate_limit_window_s=_default(rate_window, 60.0),
+            credential_cache_s=_default(cache_s, 10.0),
             worker_concurrency=_default(
                 env.get("WORKER_CONCURRENCY", _positive_int, "an integer"), 4
             ),
@@ -307,6 +312,13 @@ def _window_seconds(value: str) -> float:
     seconds = float(value)
     if not 0.06 <= seconds <= 86400:
         raise ValueError("must be between 0.06 and 86400")
+    return seconds
+
+
+def _cache_seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds <= 300:
+        raise ValueError("must be between 0 (off) and 300")
     return seconds
 
 

@@ -64,6 +64,7 @@ class Runtime(msgspec.Struct, frozen=True, kw_only=True):
     job_settings: dict[str, JobTypeTuning] = msgspec.field(default_factory=dict)
     reconcile_grace_s: float = 300.0
     reconcile_interval_s: float = 30.0
+    credential_cache_s: float = 10.0  # 0: every request looks its credential up
     oidc: OidcSettings | None = None  # None: local password login
     # commands.secret_keys.MasterKeyring (ops/master_keys.py); None: no master key
     # configured, so the API refuses inline secrets.
@@ -97,6 +98,7 @@ def stop_event() -> asyncio.Event:
 
 
 async def run_api(rt: Runtime) -> None:
+    from commands.credential_cache import CredentialCache
     from ops.app import create_app
 
     await require_migrated(rt.database_url)
@@ -121,6 +123,11 @@ async def run_api(rt: Runtime) -> None:
         oidc=oidc,
         secret_cipher=cipher,
         object_store=object_store_of(rt),
+        credential_cache=(
+            CredentialCache(rt.database_url, role=rt.db_role, max_age_s=rt.credential_cache_s)
+            if rt.credential_cache_s > 0
+            else None
+        ),
     )
     config = uvicorn.Config(
         app,

@@ -11,15 +11,17 @@
 2. overhead   an embedded PostgreSQL in a temporary directory (or ``--dsn``),
               migrated; a user and personal access token from the bootstrap;
               the API (``ops.app.create_app``) served by uvicorn on 127.0.0.1 in
-              a thread of this process. ``--requests`` sequential keep-alive
-              requests each (default 2,000, after a warm-up), interleaved, to
-              ``GET /healthz`` (no authentication) and ``GET /api/v1/me``
-              (bearer token: token lookup, principal, then a one-query route).
-              overhead = p50(authenticated) - p50(unauthenticated), in ms.
-              Target: < 0.5 ms. The database round trips such a request makes
-              (token lookup, rate-limit window when the app has one, the
-              route's query) are also timed alone on the pool and printed, so
-              the share of each shows.
+              a thread of this process, twice: as ``byteor-cloud api`` builds
+              it (with a credential cache, commands/credential_cache.py) and
+              without the cache (every authenticated request makes its one
+              credential + rate-limit statement). ``--requests`` sequential
+              keep-alive requests each (default 2,000, after a warm-up),
+              interleaved, to ``GET /healthz`` (no authentication) and
+              ``GET /api/v1/me`` (bearer token) on both.
+              overhead = p50(authenticated) - p50(unauthenticated), in ms, for
+              the API as deployed; the uncached figure is printed beside it.
+              Target: < 0.5 ms. The database round trips an uncached request
+              makes are also timed alone on the pool and printed.
 
 Prints a table, then one JSON line::
 
@@ -241,10 +243,11 @@ class ApiServer:
 
         self.dsn = dsn
         self.port = free_port()
+        self.port_uncached = free_port()
         self.token = ""
         self.user_id: uuid.UUID | None = None
         self.parts_p50_ms: dict[str, float] = {}
-        self._server: Any = None
+        self._servers: list[Any] = []
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="bench-api", daemon=True)
@@ -252,6 +255,10 @@ class ApiServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url_uncached(self) -> str:
+        return f"http://127.0.0.1:{self.port_uncached}"
 
     def start(self) -> None:
         self._thread.start()
@@ -262,8 +269,8 @@ class ApiServer:
             raise RuntimeError("the API did not start within 60 s")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
+        for server in self._servers:
+            server.should_exit = True
         self._thread.join(30)
 
     def _run(self) -> None:
@@ -290,26 +297,40 @@ class ApiServer:
             self.token, self.user_id = made.token, made.user_id
             await self._time_parts(pool, made.token, made.user_id)
             # As ``byteor-cloud api`` builds it: the store (and with it the
-            # per-request auth and rate-limit statements) on its own lean pool.
+            # per-request auth and rate-limit statements) on its own lean pool,
+            # and a credential cache. The second app has no cache: every
+            # authenticated request then makes its one statement.
             store = open_store(self.dsn, size=4)
-            app = create_app(pool, PgFeed(pool), store=store, **_app_options(create_app))
-            config = uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_config=None,
-                access_log=False,
-                lifespan="on",
-            )
-            self._server = uvicorn.Server(config)
-            serving = asyncio.create_task(self._server.serve())
-            while not self._server.started:
-                if serving.done():
-                    await serving  # raises what stopped it
-                    raise RuntimeError("uvicorn stopped before it started")
+            apps = {
+                self.port: create_app(
+                    pool, PgFeed(pool), store=store, **_app_options(create_app, self.dsn)
+                ),
+                self.port_uncached: create_app(
+                    pool, PgFeed(pool), store=store, **_app_options(create_app, None)
+                ),
+            }
+            self._servers = [
+                uvicorn.Server(
+                    uvicorn.Config(
+                        app,
+                        host="127.0.0.1",
+                        port=port,
+                        log_config=None,
+                        access_log=False,
+                        lifespan="on",
+                    )
+                )
+                for port, app in apps.items()
+            ]
+            tasks = [asyncio.create_task(s.serve()) for s in self._servers]
+            while not all(s.started for s in self._servers):
+                for task in tasks:
+                    if task.done():
+                        await task  # raises what stopped it
+                        raise RuntimeError("uvicorn stopped before it started")
                 await asyncio.sleep(0.01)
             self._ready.set()
-            await serving
+            await asyncio.gather(*tasks)
             await store.close()
         finally:
             await pool.close()
@@ -337,31 +358,43 @@ class ApiServer:
             self.parts_p50_ms[name] = percentile(sorted(samples), 50)
 
 
-def _app_options(create_app: Any) -> dict[str, Any]:
+def _app_options(create_app: Any, cache_dsn: str | None) -> dict[str, Any]:
     """Options so the bench measures authentication, not throttling: a rate limit (when
-    the app has one) high enough never to refuse the bench's requests."""
-    if "rate_limits" not in inspect.signature(create_app).parameters:
+    the app has one) high enough never to refuse the bench's requests; with
+    ``cache_dsn``, a credential cache as ``byteor-cloud api`` has one."""
+    parameters = inspect.signature(create_app).parameters
+    if "rate_limits" not in parameters:
         return {}
     from commands.ratelimit import RateLimits
 
     huge = 1_000_000_000
-    return {"rate_limits": RateLimits(default=huge, auth=huge, enrollment=huge, artifact=huge)}
+    options: dict[str, Any] = {
+        "rate_limits": RateLimits(default=huge, auth=huge, enrollment=huge, artifact=huge)
+    }
+    if cache_dsn is not None and "credential_cache" in parameters:
+        from commands.credential_cache import CredentialCache
+
+        options["credential_cache"] = CredentialCache(cache_dsn)
+    return options
 
 
 def time_requests(server: ApiServer, n: int, warmup: int) -> dict[str, Any]:
     import httpx
 
     auth = {"Authorization": f"Bearer {server.token}"}
+    cached = httpx.Client(base_url=server.url, timeout=10.0)
+    uncached = httpx.Client(base_url=server.url_uncached, timeout=10.0)
     routes = {
-        "unauth": ("/healthz", {}),
-        "auth": ("/api/v1/me", auth),
+        "unauth": (cached, "/healthz", {}),
+        "auth": (cached, "/api/v1/me", auth),
+        "auth_uncached": (uncached, "/api/v1/me", auth),
     }
     samples: dict[str, list[float]] = {name: [] for name in routes}
     statuses: dict[str, set[int]] = {name: set() for name in routes}
     now = time.perf_counter_ns
-    with httpx.Client(base_url=server.url, timeout=10.0) as client:
+    with cached, uncached:
         for i in range(warmup + n):
-            for name, (path, headers) in routes.items():
+            for name, (client, path, headers) in routes.items():
                 t0 = now()
                 response = client.get(path, headers=headers)
                 elapsed = (now() - t0) / 1e6
@@ -370,13 +403,14 @@ def time_requests(server: ApiServer, n: int, warmup: int) -> dict[str, Any]:
                     samples[name].append(elapsed)
     for name, seen in statuses.items():
         if seen != {200}:
-            raise RuntimeError(f"{routes[name][0]} answered {sorted(seen)}, expected only 200")
+            raise RuntimeError(f"{routes[name][1]} answered {sorted(seen)}, expected only 200")
     result: dict[str, Any] = {"requests": n}
     for name, values in samples.items():
         values.sort()
         result[f"{name}_p50_ms"] = percentile(values, 50)
         result[f"{name}_p99_ms"] = percentile(values, 99)
     result["overhead_p50_ms"] = result["auth_p50_ms"] - result["unauth_p50_ms"]
+    result["overhead_uncached_p50_ms"] = result["auth_uncached_p50_ms"] - result["unauth_p50_ms"]
     result["parts_p50_ms"] = dict(server.parts_p50_ms)
     return result
 
@@ -422,6 +456,12 @@ def report(decision: dict[str, Any], http: dict[str, Any] | None) -> dict[str, A
             ("  GET /api/v1/me (bearer PAT) p50", http["auth_p50_ms"], "ms"),
             ("  GET /api/v1/me p99", http["auth_p99_ms"], "ms"),
             ("  overhead p50 (target < 0.5 ms)", http["overhead_p50_ms"], "ms"),
+            ("  without the credential cache: /api/v1/me p50", http["auth_uncached_p50_ms"], "ms"),
+            (
+                "  without the credential cache: overhead p50",
+                http["overhead_uncached_p50_ms"],
+                "ms",
+            ),
             ("database round trips of that request, each timed alone:", None, ""),
         ]
         labels = {
@@ -449,6 +489,7 @@ def report(decision: dict[str, Any], http: dict[str, Any] | None) -> dict[str, A
         summary.update(
             unauth_p50_ms=r(http["unauth_p50_ms"]),
             auth_p50_ms=r(http["auth_p50_ms"]),
+            auth_overhead_uncached_p50_ms=r(http["overhead_uncached_p50_ms"]),
             **{f"{k}_p50_ms": r(v) for k, v in http["parts_p50_ms"].items()},
             requests=http["requests"],
         )

@@ -48,6 +48,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.db_pool_min, s.db_pool_max) == (2, 20)
     assert s.db_role == "byteor_app"
     assert s.projection_wait_max_ms == 5000
+    assert s.credential_cache_s == 10.0
 
 
 def test_reads_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,6 +76,7 @@ def test_overrides(tmp_path: Path) -> None:
         DB_POOL_MAX="5",
         DB_ROLE="svc_role",
         PROJECTION_WAIT_MAX_MS="0",
+        CREDENTIAL_CACHE_S="0",
     )
     assert s.home == tmp_path / "h"
     assert s.database_url == "postgresql://app:pw@db.internal:5432/byteor"
@@ -92,6 +94,7 @@ def test_overrides(tmp_path: Path) -> None:
     assert (s.db_pool_min, s.db_pool_max) == (0, 5)
     assert s.db_role == "svc_role"
     assert s.projection_wait_max_ms == 0
+    assert s.credential_cache_s == 0.0
 
 
 def test_public_base_url_follows_api_bind_unless_given() -> None:
@@ -146,6 +149,9 @@ def test_small_pool_max_lowers_the_default_min() -> None:
         ("S3_BUCKET", "Bad_Bucket", "BYTEOR_CLOUD_S3_BUCKET: expected an S3 bucket name"),
         ("DB_ROLE", "1role", "BYTEOR_CLOUD_DB_ROLE: expected an SQL identifier"),
         ("DB_ROLE", "a; drop", "BYTEOR_CLOUD_DB_ROLE: expected an SQL identifier"),
+        ("CREDENTIAL_CACHE_S", "-1", "BYTEOR_CLOUD_CREDENTIAL_CACHE_S: expected a number"),
+        ("CREDENTIAL_CACHE_S", "301", "BYTEOR_CLOUD_CREDENTIAL_CACHE_S: expected a number"),
+        ("CREDENTIAL_CACHE_S", "nan", "BYTEOR_CLOUD_CREDENTIAL_CACHE_S: expected a number"),
     ],
 )
 def test_bad_value_names_the_variable(name: str, value: str, expected: str) -> None:

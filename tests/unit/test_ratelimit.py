@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from commands.ratelimit import (
+    LeaseBook,
     RateLimits,
     WindowStatus,
     classify,
@@ -223,3 +224,112 @@ def test_settings_read_the_limits_from_the_environment() -> None:
         Settings.from_env({"BYTEOR_CLOUD_RATE_LIMIT_AUTH_PER_MINUTE": "0"})
     with pytest.raises(ConfigError, match="RATE_LIMIT_WINDOW_S"):
         Settings.from_env({"BYTEOR_CLOUD_RATE_LIMIT_WINDOW_S": "nan"})
+
+
+def test_a_take_of_several_units_grants_what_the_window_has_left() -> None:
+    now = 5_000_000_000
+    granted, buckets, counts = take([], [], now, 10, W, B, units=4)
+    assert (granted, counts) == (4, [4])
+    granted, buckets, counts = take(buckets, counts, now + 1, 10, W, B, units=8)
+    assert (granted, counts) == (6, [10])
+    assert take(buckets, counts, now + 2, 10, W, B, units=8)[0] == 0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def __call__(self) -> float:
+        return self.ms / 1000
+
+
+def _process_take(
+    book: LeaseBook, key: str, shared: dict[str, list[int]], now_ms: int, limit: int
+) -> bool:
+    """One request in one simulated API process: from its lease, else a take of a lease."""
+    if book.take(key) is not None:
+        return True
+    units = book.units(key, limit)
+    granted, shared["b"], shared["c"] = take(
+        shared["b"], shared["c"], now_ms, limit, 6_000, 100, units
+    )
+    window = window_status(
+        admitted=granted > 0,
+        buckets=shared["b"],
+        counts=shared["c"],
+        now_ms=now_ms,
+        limit=limit,
+        window_ms=6_000,
+        bucket_ms=100,
+        granted=granted,
+    )
+    return book.grant(key, window, units).admitted
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_leases_in_many_processes_never_admit_more_than_the_limit(seed: int) -> None:
+    """The window's bound with leases spent locally by several processes."""
+    rng = random.Random(seed)
+    limit = rng.choice([64, 200, 1000])
+    clock = _Clock()
+    clock.ms = 1_700_000_000_000 + rng.randrange(6_000)
+    books = [LeaseBook(clock=clock) for _ in range(rng.choice([1, 2, 4]))]
+    shared: dict[str, list[int]] = {"b": [], "c": []}
+    admitted: list[int] = []
+    for _ in range(6000):
+        clock.ms += rng.choice([0, 0, 1, 2, 5, 30, 400])
+        if _process_take(rng.choice(books), "k", shared, clock.ms, limit):
+            admitted.append(clock.ms)
+    assert len(admitted) > limit
+    j = 0
+    for i, start in enumerate(admitted):
+        j = max(j, i)
+        while j + 1 < len(admitted) and admitted[j + 1] < start + 6_000:
+            j += 1
+        assert j - i + 1 <= limit, (start, j - i + 1)
+
+
+def test_a_busy_key_grows_its_lease_and_a_slow_one_takes_one_unit_at_a_time() -> None:
+    clock = _Clock()
+    clock.ms = 1_700_000_000_000
+    book = LeaseBook(clock=clock)
+    shared: dict[str, list[int]] = {"b": [], "c": []}
+    asked = []
+    for _ in range(200):  # 200 requests in 20 ms: well inside one bucket
+        clock.ms += 0.1  # type: ignore[assignment]
+        if book.take("busy") is None:
+            units = book.units("busy", 100_000)
+            asked.append(units)
+            _process_take_with(book, "busy", shared, clock, units)
+    assert asked[:4] == [1, 2, 4, 8] and max(asked) == 64  # the cap
+    slow = []
+    for _ in range(5):  # one request a bucket and more: never more than one unit
+        clock.ms += 150  # type: ignore[assignment]
+        assert book.take("slow") is None
+        slow.append(book.units("slow", 100_000))
+        _process_take_with(book, "slow", shared, clock, slow[-1])
+    assert slow == [1] * 5
+    assert LeaseBook(clock=clock).units("x", 63) == 1  # small limits are never leased
+
+
+def _process_take_with(
+    book: LeaseBook, key: str, shared: dict[str, list[int]], clock: _Clock, units: int
+) -> None:
+    now_ms = int(clock.ms)
+    granted, shared["b"], shared["c"] = take(
+        shared["b"], shared["c"], now_ms, 100_000, 6_000, 100, units
+    )
+    book.grant(
+        key,
+        window_status(
+            admitted=granted > 0,
+            buckets=shared["b"],
+            counts=shared["c"],
+            now_ms=now_ms,
+            limit=100_000,
+            window_ms=6_000,
+            bucket_ms=100,
+            granted=granted,
+        ),
+        units,
+    )
