@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 import asyncpg
 
+from commands.group_commit import GroupCommit
 from commands.store import (
     ConcurrencyError,
     DuplicateCommand,
@@ -156,11 +157,20 @@ class PgEventStore:
     asyncpg pool from ``schema.pg.create_pool``.
     """
 
-    def __init__(self, pool: StorePool) -> None:
+    def __init__(self, pool: StorePool, *, group_commit: bool = False) -> None:
         self.pool = pool
         self.notifier = Notifier(pool)
+        # Services share commits between concurrent one-event appends
+        # (commands/group_commit.py); without it every append is its own transaction.
+        self.group = (
+            GroupCommit(pool, self._append_one, lambda exc: _translate(exc, None))
+            if group_commit
+            else None
+        )
 
     async def close(self) -> None:
+        if self.group is not None:
+            await self.group.close()
         await self.notifier.close()
         await self.pool.close()
 
@@ -174,7 +184,10 @@ class PgEventStore:
     ) -> AppendResult:
         """See ``EventStore.append``. With ``conn``, runs inside the caller's transaction."""
         if conn is None and idempotency is None and _single_event(appends):
-            result = await self._append_one(appends[0], meta)
+            if self.group is not None and appends[0].expected_version >= 0:
+                result = await self.group.append(appends[0], meta)
+            else:
+                result = await self._append_one(appends[0], meta)
         else:
             result = await self._append_many(appends, meta, idempotency, conn)
         if conn is None and result.positions:
@@ -281,10 +294,17 @@ class PgEventStore:
 
 
 def open_store(
-    dsn: str, *, size: int = 10, role: str | None = APP_ROLE, application_name: str = "byteor-store"
+    dsn: str,
+    *,
+    size: int = 10,
+    role: str | None = APP_ROLE,
+    application_name: str = "byteor-store",
+    group_commit: bool = True,
 ) -> PgEventStore:
-    """The store as the services run it: on its own ``LeanPool`` (close with ``close``)."""
-    return PgEventStore(LeanPool(dsn, size=size, role=role, application_name=application_name))
+    """The store as the services run it: on its own ``LeanPool``, concurrent one-event
+    appends sharing commits (close with ``close``)."""
+    pool = LeanPool(dsn, size=size, role=role, application_name=application_name)
+    return PgEventStore(pool, group_commit=group_commit)
 
 
 def _single_event(appends: Sequence[StreamAppend]) -> bool:

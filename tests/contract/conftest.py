@@ -36,10 +36,14 @@ async def pg_harness(pool: asyncpg.Pool, database: str) -> AsyncIterator[PgHarne
 async def lean_harness(pool: asyncpg.Pool, database: str) -> AsyncIterator[PgHarness]:
     lean = LeanPool(database, size=12)
     h = PgHarness(pool, database)
-    h.store = PgEventStore(lean)
+    # As the services run it: one-event appends share commits. One group in
+    # flight at a time, so concurrent appends in these tests do meet in groups.
+    h.store = PgEventStore(lean, group_commit=True)
+    assert h.store.group is not None
+    h.store.group.max_inflight = 1
     yield h
     await h.feed.close()
-    await lean.close()
+    await h.store.close()
 
 
 @pytest.fixture(params=["memory", "postgres", "postgres_lean_pool"])
