@@ -97,7 +97,7 @@ class GroupCommit:
         solo: Solo,
         translate: Translate,
         *,
-        max_inflight: int = 2,
+        max_inflight: int = 1,
         max_group: int = 256,
     ) -> None:
         self.pool = pool

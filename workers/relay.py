@@ -22,12 +22,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import PubAck, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.api import Header, StorageType, StreamConfig
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
+from nats.js.errors import Error as JetStreamError
 
 from domain.envelope import RecordedEvent
 from schema.pg import Connection
@@ -121,6 +125,18 @@ async def ensure_events_stream(js: JetStreamContext) -> None:
         await js.update_stream(config)
 
 
+class _PubAck(msgspec.Struct):
+    """JetStream's answer to a publish: an ack, or an error object."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
 class JetStreamPublisher:
     """The relay's projection: ``apply`` publishes, ``flush`` waits for every
     acknowledgement; then the runner moves the checkpoint.
@@ -130,6 +146,11 @@ class JetStreamPublisher:
     in feed order, which is the order JetStream stores them in. ``flush``
     fails the batch if any ack is an error or missing after ``ack_timeout_s``;
     the batch is then published again and JetStream drops the copies.
+
+    Acks come back on one inbox subscription (``<inbox>.<n>`` per message)
+    and are only counted, rather than through nats-py's ``publish_async``,
+    which makes a future, a semaphore wait and a dataclass per message: about
+    half the relay's CPU per message (measured: 21 against 41 µs per message).
     """
 
     name: str = NAME
@@ -137,8 +158,14 @@ class JetStreamPublisher:
 
     def __init__(self, js: JetStreamContext, *, ack_timeout_s: float = 5.0) -> None:
         self.js = js
+        self.nc: NATS = js._nc  # the connection the context publishes on
         self.ack_timeout_s = ack_timeout_s
-        self._acks: list[asyncio.Future[PubAck]] = []
+        self._inbox = ""
+        self._sub: Subscription | None = None
+        self._sent = 0
+        self._pending: set[int] = set()
+        self._error: Exception | None = None
+        self._settled = asyncio.Event()
 
     def handles(self, event_type: str) -> bool:
         return True
@@ -151,11 +178,11 @@ class JetStreamPublisher:
         await self._publish(subject_of(event), message_of(event), str(event.event_id))
 
     async def flush(self) -> None:
-        acks, self._acks = self._acks, []
-        if not acks:
-            return
         try:
-            await asyncio.wait_for(asyncio.gather(*acks), self.ack_timeout_s)
+            if self._pending and self._error is None:
+                await asyncio.wait_for(self._settled.wait(), self.ack_timeout_s)
+            if self._error is not None:
+                raise self._error
         except LOST:
             # NATS came back without its streams: put them back; the runner
             # retries the batch.
@@ -164,12 +191,50 @@ class JetStreamPublisher:
                 await ensure_jobs_stream(self.js)
             raise
         finally:
-            for ack in acks:
-                ack.cancel()  # a no-op for the settled ones
+            # Late acks of this batch are ignored: their numbers are forgotten.
+            self._pending.clear()
+            self._error = None
+            self._settled.clear()
 
     async def _publish(self, subject: str, body: bytes, msg_id: str) -> None:
-        ack = await self.js.publish_async(subject, body, headers={"Nats-Msg-Id": msg_id})
-        self._acks.append(ack)
+        if self._sub is None:
+            self._inbox = self.nc.new_inbox()
+            self._sub = await self.nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+        self._sent += 1
+        self._pending.add(self._sent)
+        await self.nc.publish(
+            subject, body, reply=f"{self._inbox}.{self._sent}", headers={"Nats-Msg-Id": msg_id}
+        )
+
+    async def _on_ack(self, msg: Msg) -> None:
+        try:
+            n = int(msg.subject.rpartition(".")[2])
+        except ValueError:
+            return
+        if n not in self._pending:
+            return
+        self._pending.discard(n)
+        if msg.headers and msg.headers.get(Header.STATUS) == "503":  # no stream took it
+            self._error = NoStreamResponseError()
+        else:
+            try:
+                ack = _decode_ack(msg.data)
+            except msgspec.DecodeError as exc:
+                self._error = JetStreamError(f"unreadable publish ack: {exc}")
+            else:
+                if ack.error is not None:
+                    self._error = _api_error(ack.error)
+        if self._error is not None or not self._pending:
+            self._settled.set()
+
+
+def _api_error(error: dict[str, Any]) -> Exception:
+    """nats-py's exception for a JetStream error object (its ``from_error`` raises it)."""
+    try:
+        APIError.from_error(error)
+    except APIError as exc:
+        return exc
+    return APIError(description=str(error))
 
 
 async def connect_jetstream(url: str) -> tuple[NATS, JetStreamContext]:

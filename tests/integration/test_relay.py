@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from datetime import UTC, datetime
 
 import msgspec
 import nats
 import pytest
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NoStreamResponseError
 
 from commands.pgstore import PgEventStore
-from domain.envelope import Actor, Metadata, NewEvent, StreamAppend
+from domain.envelope import Actor, Metadata, NewEvent, RecordedEvent, StreamAppend
 from projections.feed import PgFeed
 from projections.runner import ProjectionRunner
 from workers.relay import EVENTS_STREAM, JetStreamPublisher, connect_jetstream
@@ -118,3 +121,64 @@ async def test_relay_waits_for_nats_and_loses_nothing(pool, database, nats_serve
     await nc.close()
     await run_relay_until_caught_up(pool, database, nats_server.url)
     assert len(await read_all(nats_server.url, EVENTS_STREAM)) == 6
+
+
+def recorded(n: int) -> RecordedEvent:
+    return RecordedEvent(
+        position=n,
+        transaction_id=n,
+        event_id=uuid.uuid4(),
+        stream_id=f"thing-{n}",
+        stream_type="thing",
+        stream_version=1,
+        event_type="thing.happened",
+        schema_version=1,
+        payload=b"{}",
+        tenant_id=ORG,
+        actor_kind="system",
+        actor_id="t",
+        correlation_id=uuid.uuid4(),
+        causation_id=None,
+        command_id=None,
+        recorded_us=int(datetime.now(UTC).timestamp() * 1_000_000),
+    )
+
+
+async def test_the_publisher_waits_for_every_ack_and_fails_a_batch_jetstream_refused(
+    fresh_events_stream,
+) -> None:
+    nc, js = await connect_jetstream(fresh_events_stream)
+    publisher = JetStreamPublisher(js, ack_timeout_s=2.0)
+    try:
+        for n in range(1, 51):
+            await publisher.apply(None, recorded(n))  # type: ignore[arg-type]
+        await publisher.flush()  # returns once all 50 are stored
+        assert (await js.stream_info(EVENTS_STREAM)).state.messages == 50
+        await publisher.flush()  # nothing pending: at once
+
+        # A stream that takes no more: every ack of the batch is an error.
+        await js.update_stream(
+            StreamConfig(
+                name=EVENTS_STREAM,
+                subjects=["events.>"],
+                storage=StorageType.FILE,
+                duplicate_window=120.0,
+                max_msgs=50,
+                discard=DiscardPolicy.NEW,
+            )
+        )
+        await publisher.apply(None, recorded(51))  # type: ignore[arg-type]
+        with pytest.raises(APIError):
+            await publisher.flush()
+
+        # No stream at all: the publish has no responder; the batch fails as
+        # LOST and the publisher puts the streams back for the retry.
+        await js.delete_stream(EVENTS_STREAM)
+        await publisher.apply(None, recorded(52))  # type: ignore[arg-type]
+        with pytest.raises(NoStreamResponseError):
+            await publisher.flush()
+        await publisher.apply(None, recorded(52))  # type: ignore[arg-type]
+        await publisher.flush()
+        assert (await js.stream_info(EVENTS_STREAM)).state.messages == 1
+    finally:
+        await nc.drain()
