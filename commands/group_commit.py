@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -225,7 +224,7 @@ def _columns(group: list[_Waiting]) -> tuple[list[Any], ...]:
         for col, value in zip(
             cols,
             (
-                event.event_id or uuid.uuid4(),
+                event.event_id,  # None: the database draws it (gen_random_uuid)
                 a.stream_id,
                 a.stream_type,
                 a.expected_version + 1,

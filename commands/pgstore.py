@@ -120,7 +120,7 @@ class Notifier:
     are folded into one more NOTIFY at its end.
     """
 
-    def __init__(self, pool: StorePool, interval: float = 0.005) -> None:
+    def __init__(self, pool: StorePool, interval: float = 0.02) -> None:
         self.pool = pool
         self.interval = interval
         self._pending = False

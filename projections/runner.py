@@ -6,6 +6,10 @@ another runner moved it meanwhile, the batch is abandoned and nothing is
 applied), then applies the events. The read-table change and the checkpoint
 commit together or not at all.
 
+A projection that owns no tables (the relay, whose "read table" is a JetStream
+stream) has nothing to commit with its checkpoint: its writes are confirmed
+first, then the checkpoint moves in one statement (``_apply_outside``).
+
 One active runner per projection across replicas: a session-level advisory
 lock held on a dedicated connection is the lease. The compare-and-set above
 keeps a runner that lost its lease without noticing from doing harm.
@@ -66,37 +70,67 @@ class CheckpointMoved(Exception):
     """Another runner advanced this projection: the batch was not applied."""
 
 
+_MOVE_CHECKPOINT = """
+UPDATE projection_checkpoints
+SET transaction_id = $2, position = $3,
+    events_applied = events_applied + $6, updated_at = now()
+WHERE name = $1 AND transaction_id = $4 AND position = $5
+"""
+
+
 async def apply_batch(
     pool: asyncpg.Pool, projection: Projection, after: Cursor, events: Sequence[RecordedEvent]
 ) -> Cursor:
     """Apply ``events`` (read after ``after``) and advance the checkpoint, atomically."""
+    if not projection.tables:
+        return await _apply_outside(pool, projection, after, events)
     last = events[-1].cursor
     async with pool.acquire() as conn, conn.transaction():
-        moved = await conn.execute(
-            """
-            UPDATE projection_checkpoints
-            SET transaction_id = $2, position = $3,
-                events_applied = events_applied + $6, updated_at = now()
-            WHERE name = $1 AND transaction_id = $4 AND position = $5
-            """,
-            projection.name,
-            last.transaction_id,
-            last.position,
-            after.transaction_id,
-            after.position,
-            len(events),
-        )
-        if moved != "UPDATE 1":
-            raise CheckpointMoved(projection.name)
+        await _move_checkpoint(conn, projection, after, last, len(events))
         for event in events:
             if projection.handles(event.event_type):
                 await projection.apply(conn, event)
-        # A projection that writes outside Postgres (the relay) may pipeline its
-        # writes in apply and confirm them here, before the checkpoint commits.
+    return last
+
+
+async def _apply_outside(
+    pool: asyncpg.Pool, projection: Projection, after: Cursor, events: Sequence[RecordedEvent]
+) -> Cursor:
+    """A projection that owns no tables writes outside PostgreSQL (the relay).
+
+    Its writes are made and confirmed first (``flush``: a failure leaves the
+    checkpoint where it was, and the batch is written again), then the
+    checkpoint moves in one statement: no transaction around writes the
+    database does not hold. If another runner moved the checkpoint meanwhile,
+    this batch's writes were repeats its target must tolerate (the relay's
+    JetStream drops them by message id) and the batch counts as not applied.
+    """
+    last = events[-1].cursor
+    async with pool.acquire() as conn:
+        for event in events:
+            if projection.handles(event.event_type):
+                await projection.apply(conn, event)
         flush = getattr(projection, "flush", None)
         if flush is not None:
             await flush()
+        await _move_checkpoint(conn, projection, after, last, len(events))
     return last
+
+
+async def _move_checkpoint(
+    conn: Connection, projection: Projection, after: Cursor, last: Cursor, count: int
+) -> None:
+    moved = await conn.execute(
+        _MOVE_CHECKPOINT,
+        projection.name,
+        last.transaction_id,
+        last.position,
+        after.transaction_id,
+        after.position,
+        count,
+    )
+    if moved != "UPDATE 1":
+        raise CheckpointMoved(projection.name)
 
 
 class ProjectionRunner:

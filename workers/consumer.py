@@ -319,7 +319,7 @@ class JobWorker:
 
         result: dict[str, Any] | None = None
         error: BaseException | None = None
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        heartbeat = _Heartbeat(msg, self.heartbeat_s)
         try:
             result = await self.handler(
                 JobContext(
@@ -335,9 +335,7 @@ class JobWorker:
         except Exception as exc:
             error = exc
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await heartbeat.stop()
         if error is None and result is not None and not isinstance(result, dict):
             error = Permanent(f"handler returned {type(result).__name__}, not a dict or None")
             result = None
@@ -414,13 +412,40 @@ class JobWorker:
         log.warning("job %s kept moving while claiming attempt %d", job_id, attempt)
         return "abandoned"
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            try:
-                await msg.in_progress()
-            except Exception as exc:  # best effort; the next beat may get through
-                log.warning("in-progress ack failed: %s", exc)
+
+class _Heartbeat:
+    """Sends ``in_progress`` for ``msg`` every ``every_s`` until stopped.
+
+    A timer rather than a task per attempt: most attempts end long before the
+    first beat, and a timer costs a fraction of a task to start and cancel.
+    """
+
+    def __init__(self, msg: Msg, every_s: float) -> None:
+        self.msg = msg
+        self.every_s = every_s
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_later(every_s, self._due)
+        self._sending: asyncio.Task[None] | None = None
+
+    def _due(self) -> None:
+        self._sending = self._loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        try:
+            await self.msg.in_progress()
+        except Exception as exc:  # best effort; the next beat may get through
+            log.warning("in-progress ack failed: %s", exc)
+        if self._timer is not None:  # not stopped meanwhile
+            self._timer = self._loop.call_later(self.every_s, self._due)
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._sending is not None and not self._sending.done():
+            self._sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sending
 
 
 class DeadLetterListener:

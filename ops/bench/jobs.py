@@ -213,7 +213,8 @@ async def span(pool: asyncpg.Pool, ids: list[uuid.UUID]) -> tuple[datetime, date
 async def relayed(pool: asyncpg.Pool, position: int, within: float = 300.0) -> None:
     """Wait until the relay's checkpoint is at ``position``."""
     deadline = time.monotonic() + within
-    query = "SELECT position FROM projection_checkpoints WHERE name = 'relay'"
+    # No row yet while the relay is still starting: position 0.
+    query = "SELECT coalesce(max(position), 0) FROM projection_checkpoints WHERE name = 'relay'"
     while int(await pool.fetchval(query)) < position:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the relay did not catch up within {within:.0f}s")

@@ -58,6 +58,7 @@ TYPES = {
         JobTypeSettings(job_type="dup", max_attempts=3, ack_wait_s=5.0, backoff=FAST),
         JobTypeSettings(job_type="again", max_attempts=2, ack_wait_s=5.0, backoff=FAST),
         JobTypeSettings(job_type="hang", max_attempts=2, ack_wait_s=1.0, backoff=FAST),
+        JobTypeSettings(job_type="slow", max_attempts=2, ack_wait_s=1.0, backoff=FAST),
     )
 }
 CODEC = default_codec()
@@ -368,3 +369,22 @@ async def test_run_workers_consumes_every_registered_type(harness) -> None:
     assert failed.last_error_class == "Permanent"
     with pytest.raises(ValueError):
         registry.register("noop", noop)
+
+
+async def test_a_job_longer_than_its_ack_wait_is_kept_alive_and_runs_once(harness) -> None:
+    """in_progress every ack_wait / 3 keeps JetStream from redelivering a busy attempt."""
+    runs = 0
+
+    async def handler(ctx: JobContext) -> dict[str, Any]:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(2.6)  # more than twice the 1 s ack wait
+        return {}
+
+    job_id = await harness.enqueue("slow")
+    worker, _ = harness.worker("slow", handler, concurrency=2)
+    await harness.wait_for(job_id, lambda j: j.status == "completed")
+    await asyncio.sleep(1.2)  # a redelivery, had there been one, would be here by now
+    assert runs == 1
+    assert await harness.types(job_id) == ["job.queued", "job.started", "job.completed"]
+    assert worker.outcomes == {"completed": 1}
