@@ -225,12 +225,16 @@ async def _resolve_once(request: AnyRequest, identity: Identity) -> uuid.UUID:
             user_id = existing
             loaded = await load(deps, user_mod.stream_id(user_id), user_mod.fold)
             events, state, version = [], loaded.state, loaded.version
-            other = await conn.fetchval(
-                "SELECT 1 FROM user_oidc_identities WHERE user_id = $1 AND issuer = $2",
+            linked_subject = await conn.fetchval(
+                "SELECT subject FROM user_oidc_identities WHERE user_id = $1 AND issuer = $2",
                 user_id,
                 identity.issuer,
             )
-            if other is not None:
+            if linked_subject == identity.subject:
+                # A concurrent first sign-in of this same account linked it
+                # after our lookup above: it is the same user.
+                return user_id
+            if linked_subject is not None:
                 raise IdentityConflict(
                     "the user with this e-mail address signs in with another account "
                     "of this OpenID provider"
