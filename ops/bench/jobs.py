@@ -1,6 +1,6 @@
 """Jobs benchmark: end-to-end jobs/s against raw nats-py, and queue→start latency.
 
-    python -m ops.bench.jobs [--jobs 3000] [--runs 3] [--rate 100] [--paced-seconds 10]
+    python -m ops.bench.jobs [--jobs 3000] [--runs 5] [--rate 100] [--paced-seconds 10]
 
 One run starts its own PostgreSQL (the server's default durability: fsync and
 synchronous_commit on) and nats-server (file storage) in a temporary
@@ -364,7 +364,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m ops.bench.jobs", description=(__doc__ or "").split("\n\n")[0]
     )
     parser.add_argument("--jobs", type=int, default=3000, help="jobs (and raw messages) per run")
-    parser.add_argument("--runs", type=int, default=3, help="throughput runs (median reported)")
+    parser.add_argument("--runs", type=int, default=5, help="throughput runs (median reported)")
     parser.add_argument("--writers", type=int, default=16, help="concurrent enqueuers/publishers")
     parser.add_argument("--concurrency", type=int, default=64, help="worker consume loops")
     parser.add_argument(
