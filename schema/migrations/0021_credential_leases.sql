@@ -89,6 +89,17 @@ $$;
 REVOKE ALL ON FUNCTION rate_limit_take_units(text, integer, bigint, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION rate_limit_take_units(text, integer, bigint, bigint, integer) TO byteor_app;
 
+-- One rule, not two: rate_limit_take (0006) becomes a take of one unit, so the
+-- single-request and the leased paths cannot drift apart.
+CREATE OR REPLACE FUNCTION rate_limit_take(
+    p_key text, p_limit integer, p_window_ms bigint, p_bucket_ms bigint)
+RETURNS TABLE (admitted boolean, now_ms bigint, buckets bigint[], counts integer[])
+LANGUAGE sql
+AS $$
+    SELECT t.admitted, t.now_ms, t.buckets, t.counts
+    FROM rate_limit_take_units(p_key, p_limit, p_window_ms, p_bucket_ms, 1) AS t
+$$;
+
 -- STRICT, for the credential lookup's lateral join (as rate_limit_take_strict, 0016):
 -- a NULL key (unknown, revoked or expired credential) takes nothing.
 CREATE FUNCTION rate_limit_take_units_strict(
