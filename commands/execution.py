@@ -16,7 +16,9 @@ shares so that route handlers only decide:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -189,6 +191,13 @@ def _replay(stored: StoredResponse, expected_hash: str) -> Response[bytes]:
     )
 
 
+# Attempts of a command whose append found its stream moved: each re-reads and
+# decides again, so a command that no longer applies fails on its own rules
+# (If-Match, state checks); commuting ones (agents' reports on one deployment)
+# go through instead of answering 409 under contention.
+DECIDE_TRIES = 5
+
+
 async def execute(
     request: Request[Principal, Any, Any],
     deps: CommandDeps,
@@ -204,7 +213,7 @@ async def execute(
         if stored is not None:
             return _replay(stored, fingerprint)
     correlation = correlation_id(request)
-    for attempt in (1, 2):
+    for attempt in range(1, DECIDE_TRIES + 1):
         now = deps.clock()
         outcome = await decide(now)
         content = b"" if outcome.body is None else msgspec.json.encode(outcome.body)
@@ -229,8 +238,11 @@ async def execute(
         try:
             result = await deps.store.append(outcome.appends, meta, idempotency=claim)
         except ConcurrencyError:
-            if attempt == 2:
+            if attempt == DECIDE_TRIES:
                 raise
+            # Decide again on the state as it is now; a short random pause keeps
+            # writers that collided from colliding again in step.
+            await asyncio.sleep(random.uniform(0, 0.002 * attempt))
             continue
         except DuplicateCommand:
             # A concurrent request with the same key won the race: answer as it did.

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -48,17 +50,32 @@ async def client(pool: asyncpg.Pool, database: str, projector) -> AsyncIterator[
 
 
 class Bootstrap:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, projected: bool = False) -> None:
         self.pool = pool
+        self.projected = projected
 
     async def user(self, email: str, org: str) -> tuple[dict[str, str], str]:
         made = await create_user(self.pool, email=email, org_name=org, now=datetime.now(UTC))
+        if self.projected:
+            await self._until_projected(made.org_id, made.user_id)
         return {"Authorization": f"Bearer {made.token}"}, str(made.org_id)
+
+    async def _until_projected(self, org_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        """Wait for the projector to show the membership, as a client would with
+        ``?min_position=``: a test's first request must not race the read model
+        (another tenant's org not yet projected is a plain 404, not a denial)."""
+        deadline = time.monotonic() + 5.0
+        query = "SELECT 1 FROM org_member_view WHERE org_id = $1 AND user_id = $2"
+        while await self.pool.fetchval(query, org_id, user_id) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("the projector did not show the new membership within 5 s")
+            await asyncio.sleep(0.005)
 
 
 @pytest.fixture
-def bootstrap(pool: asyncpg.Pool) -> Bootstrap:
-    return Bootstrap(pool)
+def bootstrap(pool: asyncpg.Pool, request: pytest.FixtureRequest) -> Bootstrap:
+    # With a projector running (the API client fixture starts one), wait for it.
+    return Bootstrap(pool, projected="projector" in request.fixturenames)
 
 
 @pytest.fixture(scope="session")
