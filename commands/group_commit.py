@@ -172,6 +172,8 @@ class GroupCommit:
         return group
 
     async def _write(self, group: list[_Waiting]) -> None:
+        if not group:  # every one waiting had been cancelled
+            return
         if len(group) == 1:
             await self._write_alone(group[0])
             return
