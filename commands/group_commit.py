@@ -52,11 +52,12 @@ WITH input AS (
 )
 INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type,
                     schema_version, payload, tenant_id, actor_kind, actor_id,
-                    correlation_id, causation_id, command_id, recorded_at)
+                    correlation_id, causation_id, command_id, recorded_at, recorded_us)
 SELECT coalesce(i.event_id, gen_random_uuid()), i.stream_id, i.stream_type, i.stream_version,
        i.event_type, i.schema_version, i.payload, i.tenant_id, i.actor_kind, i.actor_id,
-       i.correlation_id, i.causation_id, i.command_id, coalesce(i.recorded_at, now())
+       i.correlation_id, i.causation_id, i.command_id, clock.at, events_epoch_us(clock.at)
 FROM input i
+CROSS JOIN LATERAL (SELECT coalesce(i.recorded_at, now()) AS at) AS clock
 LEFT JOIN LATERAL (
     SELECT true AS found FROM events e
     WHERE e.stream_id = i.stream_id AND e.stream_version = i.stream_version - 1

@@ -60,10 +60,11 @@ input AS (
 ins AS (
     INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type,
                         schema_version, payload, tenant_id, actor_kind, actor_id,
-                        correlation_id, causation_id, command_id, recorded_at)
+                        correlation_id, causation_id, command_id, recorded_at, recorded_us)
     SELECT event_id, stream_id, stream_type, stream_version, event_type, schema_version,
-           payload, $10, $11, $12, $13, $14, $15, coalesce($16, now())
-    FROM input ORDER BY ord
+           payload, $10, $11, $12, $13, $14, $15, clock.at, events_epoch_us(clock.at)
+    FROM input CROSS JOIN (SELECT coalesce($16::timestamptz, now()) AS at) AS clock
+    ORDER BY ord
     RETURNING position, transaction_id
 ),
 summary AS (
@@ -105,9 +106,10 @@ WHERE principal = $1 AND idempotency_key = $2
 _APPEND_ONE = """
 INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type,
                     schema_version, payload, tenant_id, actor_kind, actor_id,
-                    correlation_id, causation_id, command_id, recorded_at)
+                    correlation_id, causation_id, command_id, recorded_at, recorded_us)
 SELECT coalesce($1, gen_random_uuid()), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-       coalesce($14, now())
+       clock.at, events_epoch_us(clock.at)
+FROM (SELECT coalesce($14::timestamptz, now()) AS at) AS clock
 WHERE $15::integer <= 0 OR events_expect_version($2, $15) = $15
 RETURNING position, transaction_id
 """

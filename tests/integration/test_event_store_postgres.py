@@ -7,6 +7,7 @@ import asyncio
 import uuid
 
 import asyncpg
+import msgspec
 import pytest
 
 from commands.pgstore import PgEventStore
@@ -106,3 +107,72 @@ async def test_sessions_carry_bounded_timeouts(pool) -> None:
         for name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout"):
             assert await conn.fetchval(f"SHOW {name}") not in ("0", "0ms")
         assert await conn.fetchval("SELECT current_user") == "byteor_app"
+
+
+async def test_every_append_path_stores_recorded_us_in_step_with_recorded_at(
+    pool, database: str
+) -> None:
+    """recorded_us is written by the store's statements, not generated (migration 0022)."""
+    from datetime import UTC, datetime
+
+    from commands.pgstore import open_store
+    from commands.store import IdempotencyClaim
+    from domain.envelope import to_us
+
+    given = datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC)
+    solo, grouped = PgEventStore(pool), open_store(database, size=4)
+    try:
+        await solo.append([put("solo")], meta())  # the one-event statement
+        await solo.append([put("many", n=3)], meta())  # the general statement
+        await solo.append(  # the general statement, with an idempotency record
+            [put("idem")],
+            meta(),
+            idempotency=IdempotencyClaim(
+                principal="p", key="k", request_hash="h", status_code=201, body=b"{}"
+            ),
+        )
+        await asyncio.gather(*(grouped.append([put(f"group-{i}")], meta()) for i in range(8)))
+        at_given = msgspec.structs.replace(meta(), recorded_at=given)
+        await solo.append([put("given")], at_given)
+        await asyncio.gather(*(grouped.append([put(f"given-{i}")], at_given) for i in range(8)))
+    finally:
+        await grouped.close()
+    rows = await pool.fetch(
+        "SELECT stream_id, recorded_at, recorded_us, events_epoch_us(recorded_at) AS expected "
+        "FROM events"
+    )
+    assert len(rows) == 1 + 3 + 1 + 8 + 1 + 8
+    for row in rows:
+        assert row["recorded_us"] == row["expected"] == to_us(row["recorded_at"]), row["stream_id"]
+    given_rows = [r for r in rows if r["stream_id"].startswith("given")]
+    assert [r["recorded_us"] for r in given_rows] == [to_us(given)] * 9
+
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("actor_kind", "'robot'"), ("stream_version", "-1")],
+)
+async def test_the_events_rules_hold_for_any_insert(pool, column: str, value: str) -> None:
+    """The actor kinds and the version floor are domains (migration 0022), still enforced."""
+    good = {
+        "event_id": "gen_random_uuid()",
+        "stream_id": "'s'",
+        "stream_type": "'t'",
+        "stream_version": "1",
+        "event_type": "'t.e'",
+        "payload": "'{}'",
+        "actor_kind": "'user'",
+        "actor_id": "'u'",
+        "correlation_id": "gen_random_uuid()",
+        "recorded_us": "0",
+    }
+
+    def insert(values: dict[str, str]) -> str:
+        return f"INSERT INTO events ({', '.join(values)}) VALUES ({', '.join(values.values())})"
+
+    async with pool.acquire() as conn:
+        await conn.execute(insert(good))
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(insert(good | {"stream_id": "'s2'", column: value}))
+    assert await pool.fetchval("SELECT count(*) FROM events") == 1
