@@ -148,7 +148,6 @@ async def test_every_append_path_stores_recorded_us_in_step_with_recorded_at(
     assert [r["recorded_us"] for r in given_rows] == [to_us(given)] * 9
 
 
-
 @pytest.mark.parametrize(
     ("column", "value"),
     [("actor_kind", "'robot'"), ("stream_version", "-1")],
