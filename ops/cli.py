@@ -128,6 +128,7 @@ def _process(name: str) -> Callable[[Settings, argparse.Namespace], int]:
         import msgspec
 
         from ops import processes
+        from ops.gc_tuning import tune_for_service
         from ops.logs import configure
 
         configure(name, level=settings.log_level, fmt=settings.log_format)
@@ -137,6 +138,7 @@ def _process(name: str) -> Callable[[Settings, argparse.Namespace], int]:
             # database and no configured key, its generated key file is used.
             rt = msgspec.structs.replace(rt, keyring=_keyring_or_none(settings))
         entry = getattr(processes, f"run_{name}")
+        tune_for_service()
         try:
             _run(entry(rt))
         except processes.NotMigrated as exc:

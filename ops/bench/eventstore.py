@@ -23,7 +23,9 @@ runs ``--repeats`` times (contenders interleaved) and the median is reported.
 The tail read pre-fills ``--prefill`` events and reads them all from the start in
 pages: ours through PgFeed.pages decoding each payload into a msgspec
 Struct, eventsourcing's through select_notifications decoding each state with
-json. The last line printed is one JSON object for the lead's report.
+json. The process runs with the services' garbage-collector settings
+(ops/gc_tuning.py), for every contender alike. The last line printed is one
+JSON object for the lead's report.
 
     python -m ops.bench.eventstore [--seconds 5] [--writers 1,8,32] [--prefill 200000]
 
@@ -54,6 +56,7 @@ import msgspec
 
 from commands.pgstore import PgEventStore, open_store
 from domain.envelope import START, Actor, Metadata, NewEvent, StreamAppend
+from ops.gc_tuning import tune_for_service
 from ops.services.base import free_port
 from ops.services.postgres import Postgres
 from projections.feed import PgFeed
@@ -571,6 +574,9 @@ def running(server: Server) -> Iterator[Server]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # This process runs with the services' collector settings, and so do all
+    # contenders in it.
+    tune_for_service()
     results = Results()
     started = time.perf_counter()
     with running(Server(args.dsn)) as server:

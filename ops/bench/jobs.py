@@ -24,7 +24,8 @@ directory, then measures, side by side on those servers:
 
 Throughput runs ``--runs`` times (jobs and raw interleaved); medians are
 reported. This process runs its side (the enqueuers, standing in for the API,
-and the raw nats-py client) on uvloop, as the services run. Targets (issue 4):
+and the raw nats-py client) on uvloop and with the services' garbage-collector
+settings (ops/gc_tuning.py), as the services run. Targets (issue 4):
 >= 1,000 jobs/s, >= 25% of raw, p99 < 100 ms. The machine is shared with
 whatever else runs, so figures are as measured.
 The last line is one JSON object.
@@ -58,6 +59,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from commands.pgstore import open_store
 from commands.store import EventStore
 from domain.envelope import Actor, Metadata
+from ops.gc_tuning import tune_for_service
 from ops.services.base import free_port
 from ops.services.nats import Nats
 from ops.services.postgres import Postgres
@@ -382,6 +384,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_for_service()
     started = time.perf_counter()
     jobs: list[float] = []
     raw: list[float] = []
