@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from uuid import uuid4
 
 import asyncpg
 import pytest
@@ -80,3 +81,55 @@ async def test_a_failing_migration_applies_nothing(empty_database, tmp_path: Pat
 def test_migration_files_are_numbered_uniquely_and_named_plainly() -> None:
     files = load_migrations()
     assert [m.version for m in files] == list(range(1, len(files) + 1))
+
+
+async def test_0022_keeps_every_stored_time_and_the_store_writes_after_it(
+    empty_database, tmp_path: Path
+) -> None:
+    """Events written while recorded_us was generated keep it; new appends set it."""
+    from commands.pgstore import PgEventStore
+    from domain.envelope import Actor, Metadata, NewEvent, StreamAppend
+    from schema.pg import create_pool
+
+    before = tmp_path / "before_0022"
+    before.mkdir()
+    for path in migrations_dir().glob("*.sql"):
+        if int(path.name[:4]) < 22:
+            shutil.copy(path, before / path.name)
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await migrate(conn, before)
+        await conn.execute(
+            """
+            INSERT INTO events (event_id, stream_id, stream_type, stream_version, event_type,
+                                payload, actor_kind, actor_id, correlation_id, recorded_at)
+            SELECT gen_random_uuid(), 'old-' || i, 'old', 1, 'old.happened', '{}', 'system',
+                   'test', gen_random_uuid(), '2025-06-30 12:00:00+00'::timestamptz
+                   + i * interval '1.000001 second'
+            FROM generate_series(1, 50) AS i
+            """
+        )
+        old = await conn.fetch("SELECT position, recorded_us FROM events ORDER BY position")
+        assert [m.name for m in await migrate(conn)] == [
+            m.name for m in load_migrations() if m.version >= 22
+        ]
+        assert await conn.fetch("SELECT position, recorded_us FROM events ORDER BY position") == old
+    finally:
+        await conn.close()
+    pool = await create_pool(empty_database, min_size=1, max_size=2)
+    try:
+        meta = Metadata(actor=Actor(kind="system", id="t"), tenant_id=None, correlation_id=uuid4())
+        new = StreamAppend(
+            stream_id="new-1",
+            stream_type="new",
+            expected_version=0,
+            events=(NewEvent(event_type="new.happened", payload=b"{}"),),
+        )
+        await PgEventStore(pool).append([new], meta)
+        row = await pool.fetchrow(
+            "SELECT recorded_us, events_epoch_us(recorded_at) AS expected FROM events "
+            "WHERE stream_id = 'new-1'"
+        )
+        assert row["recorded_us"] == row["expected"]
+    finally:
+        await pool.close()
