@@ -2,7 +2,10 @@
 
 1. Read-your-writes: ``?min_position=N`` waits (bounded) until the route's read
    model has applied the event at position N, which a command answered in
-   ``X-ByteOr-Position``; past the wait it is a 503 ``projection_behind``.
+   ``X-ByteOr-Position``, and so has the tenancy read model whenever the route
+   checks the organization, project or environment there (each projection
+   runs on its own, so one being at N says nothing of the other); past the
+   wait it is a 503 ``projection_behind``.
 2. The caller's access to the organization (``authorize``): another tenant's
    organization is 404, exactly like one that does not exist.
 3. The live project or environment in the path (``project_row``,
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -27,6 +31,7 @@ from domain.principal import Principal
 from projections.feed import PgFeed
 from projections.rows import fetch_one
 from projections.runner import wait_for_position
+from projections.tenancy import NAME as TENANCY_NAME
 
 AnyRequest = Request[Principal, Any, State]
 MinPosition = Annotated[
@@ -116,17 +121,25 @@ class ReadModel:
     name: str
     label: str
 
-    async def ready(self, request: AnyRequest, min_position: int | None) -> asyncpg.Pool:
-        """The pool, once this projection has applied ``min_position``."""
+    async def ready(
+        self, request: AnyRequest, min_position: int | None, *, with_tenancy: bool = False
+    ) -> asyncpg.Pool:
+        """The pool, once this projection (and with ``with_tenancy`` the tenancy
+        projection too) has applied ``min_position``, within one wait limit."""
         pool: asyncpg.Pool = request.app.state.pool
         if min_position:
             feed: PgFeed = request.app.state.feed
-            max_wait = request.app.state.projection_wait_s
-            if not await wait_for_position(pool, feed, self.name, min_position, max_wait):
-                raise ProjectionBehind(
-                    f"{self.label} has not reached position {min_position} yet; retry",
-                    errors=(FieldError("query.min_position", "not reached within the wait limit"),),
-                )
+            deadline = time.monotonic() + request.app.state.projection_wait_s
+            models = (self, _TENANCY) if with_tenancy and self.name != _TENANCY.name else (self,)
+            for model in models:
+                left = max(0.0, deadline - time.monotonic())
+                if not await wait_for_position(pool, feed, model.name, min_position, left):
+                    raise ProjectionBehind(
+                        f"{model.label} has not reached position {min_position} yet; retry",
+                        errors=(
+                            FieldError("query.min_position", "not reached within the wait limit"),
+                        ),
+                    )
         return pool
 
     async def ready_for_org(
@@ -136,8 +149,9 @@ class ReadModel:
         permission: Permission,
         min_position: int | None,
     ) -> asyncpg.Pool:
-        """``ready``, once the caller holds ``permission`` in the organization."""
-        pool = await self.ready(request, min_position)
+        """``ready`` (tenancy included), once the caller holds ``permission`` in the
+        organization."""
+        pool = await self.ready(request, min_position, with_tenancy=True)
         await authorize(pool, request.user, org_id, permission)
         return pool
 
@@ -167,3 +181,7 @@ class ReadModel:
         pool = await self.ready_for_org(request, org_id, permission, min_position)
         await environment_row(pool, org_id, project_id, env_id)
         return pool
+
+
+# The organizations, members, projects and environments every scoped route checks.
+_TENANCY = ReadModel(TENANCY_NAME, "the organizations read model")
