@@ -17,9 +17,8 @@ from litestar.params import FromPath
 from domain.access import Permission
 from domain.paging import Page
 from projections.rows import Cursor, Limit, etag, fetch_page, keyset
-from projections.scope import AnyRequest, MinPosition, ReadModel, environment_row, project_row
+from projections.scope import TENANCY, AnyRequest, MinPosition, environment_row, project_row
 from projections.tenancy import (
-    NAME,
     EnvironmentView,
     OrganizationView,
     ProjectView,
@@ -30,7 +29,6 @@ from projections.tenancy import (
 
 ORG = "/api/v1/orgs/{org_id:uuid}"
 PROJECT = ORG + "/projects/{project_id:uuid}"
-TENANCY = ReadModel(NAME, "the read model")
 
 
 @get("/api/v1/orgs", summary="Organizations you are a member of")

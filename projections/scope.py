@@ -130,7 +130,7 @@ class ReadModel:
         if min_position:
             feed: PgFeed = request.app.state.feed
             deadline = time.monotonic() + request.app.state.projection_wait_s
-            models = (self, _TENANCY) if with_tenancy and self.name != _TENANCY.name else (self,)
+            models = (self, TENANCY) if with_tenancy and self.name != TENANCY.name else (self,)
             for model in models:
                 left = max(0.0, deadline - time.monotonic())
                 if not await wait_for_position(pool, feed, model.name, min_position, left):
@@ -184,4 +184,4 @@ class ReadModel:
 
 
 # The organizations, members, projects and environments every scoped route checks.
-_TENANCY = ReadModel(TENANCY_NAME, "the organizations read model")
+TENANCY = ReadModel(TENANCY_NAME, "the organizations read model")
