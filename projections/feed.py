@@ -79,7 +79,7 @@ class PgFeed:
         """Full pages after ``cursor`` until the readable end, reading one page ahead.
 
         While the caller works on a page, the next one is already being read on
-        another pooled connection: on a backlog (a projection rebuild, a relay
+        a pooled connection: on a backlog (a projection rebuild, a relay
         catching up) the server's share of a row then overlaps ours instead of
         adding to it. Ends after the first short page (the end right now).
         Use it under ``contextlib.aclosing`` so an abandoned iteration settles
@@ -98,6 +98,11 @@ class PgFeed:
                     last = rows[-1]  # EVENT_COLUMNS: position, transaction_id, ...
                     after = Cursor(transaction_id=last[1], position=last[0])
                     ahead = asyncio.ensure_future(self._rows_after(after, limit))
+                    # Let the read-ahead send its query now. A new task first
+                    # runs when this one suspends, and the caller works through
+                    # the page without suspending, so without this the next
+                    # page was only asked for once this one was done with.
+                    await asyncio.sleep(0)
                 yield _events(rows)
         finally:
             # Let an abandoned read-ahead finish rather than cancel it: a

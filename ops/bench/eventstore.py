@@ -21,7 +21,8 @@ synchronous_commit on), each in its own database:
 Appends are counted over ``--seconds`` after ``--warmup``; each configuration
 runs ``--repeats`` times (contenders interleaved) and the median is reported.
 The tail read pre-fills ``--prefill`` events and reads them all from the start in
-pages: ours through PgFeed.pages decoding each payload into a msgspec
+pages, ``--read-repeats`` times (a read takes about a second, so more runs cost
+little and steady the median): ours through PgFeed.pages decoding each payload into a msgspec
 Struct, eventsourcing's through select_notifications decoding each state with
 json. The process runs with the services' garbage-collector settings
 (ops/gc_tuning.py), for every contender alike. The last line printed is one
@@ -335,8 +336,8 @@ async def ours_prefill(dsn: str, total: int) -> None:
 
 
 async def ours_read(dsn: str, page: int) -> tuple[int, float]:
-    # Two connections: PgFeed.pages reads the next page while this one is decoded,
-    # exactly as the projection runner (and so the relay) catches up.
+    # PgFeed.pages reads the next page while this one is decoded, exactly as the
+    # projection runner (and so the relay) catches up.
     pool = await create_pool(dsn, min_size=2, max_size=2)
     feed = PgFeed(pool)
     decode = msgspec.json.Decoder(Thing).decode
@@ -464,7 +465,7 @@ def run_reads(server: Server, args: argparse.Namespace, results: Results) -> Non
         "ours": lambda: asyncio.run(ours_read(ours_dsn, args.page)),
         "es": lambda: es_read(es_dsn, args.page),
     }
-    for rep in range(args.repeats):
+    for rep in range(args.read_repeats):
         for who, read in readers.items():
             count, elapsed = read()
             if count != args.prefill:
@@ -503,7 +504,7 @@ def report(args: argparse.Namespace, results: Results, server_info: str) -> dict
     if results.read:
         print(
             f"\ntail read: {args.prefill:,} events from the start, pages of {args.page:,}, "
-            f"decoded; median of {args.repeats}"
+            f"decoded; median of {args.read_repeats}"
         )
         print(f"{'ours (PgFeed.pages + msgspec Struct)':<44}{tail or 0:>14,.0f} events/s")
         print(f"{'eventsourcing (select_notifications + json)':<44}{es_tail or 0:>14,.0f} events/s")
@@ -530,6 +531,7 @@ def report(args: argparse.Namespace, results: Results, server_info: str) -> dict
     summary["es_tail_read"] = round(es_tail, 1) if es_tail is not None else None
     summary["seconds"] = args.seconds
     summary["repeats"] = args.repeats
+    summary["read_repeats"] = args.read_repeats
     return summary
 
 
@@ -553,6 +555,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--prefill", type=int, default=200_000, help="events for the tail read")
     parser.add_argument("--page", type=int, default=1000, help="tail-read page size")
+    parser.add_argument("--read-repeats", type=int, default=5, help="runs of each tail read")
     parser.add_argument("--skip-append", action="store_true", help="only the tail read")
     parser.add_argument("--skip-read", action="store_true", help="only the appends")
     parser.add_argument(

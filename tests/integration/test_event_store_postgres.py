@@ -4,6 +4,7 @@ bounded transactions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import asyncpg
@@ -87,6 +88,38 @@ async def test_feed_never_returns_events_of_a_rolled_back_transaction(pool, data
         await conn.close()
     await store.append([put("kept")], meta())
     assert [e.stream_id for e in await feed.read_after(START, 10)] == ["kept"]
+
+
+class _CountingFeed(PgFeed):
+    """Notes each page query as it is sent (the fetch runs up to its first wait)."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.sent: list[int] = []
+
+    async def _rows_after(self, cursor, limit):  # type: ignore[no-untyped-def]
+        self.sent.append(cursor.position)
+        return await super()._rows_after(cursor, limit)
+
+
+async def test_pages_ask_for_the_next_page_before_handing_out_this_one(pool) -> None:
+    """A catching-up reader's page is decoded while the server reads the next one.
+
+    The caller works through a page without suspending, so the read-ahead must
+    have run before the page is handed out, or it only starts once the caller
+    is done with the page and the pipelining is lost.
+    """
+    await PgEventStore(pool).append([put(f"s{i}", n=3) for i in range(10)], meta())
+    feed = _CountingFeed(pool)
+    async with contextlib.aclosing(feed.pages(START, 10)) as pages:
+        first = await anext(pages)
+        assert len(first) == 10
+        assert feed.sent == [START.position, first[-1].position]
+        rest = [event async for page in pages for event in page]
+    assert [e.position for e in first + rest] == sorted({e.position for e in first + rest})
+    assert len(rest) == 20
+    # The third page is full too, so one more (empty) page is asked for.
+    assert len(feed.sent) == 4
 
 
 async def test_an_idle_open_transaction_is_ended_by_the_server(database: str) -> None:
