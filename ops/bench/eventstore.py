@@ -546,7 +546,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--repeats", type=int, default=5, help="append runs per configuration")
     parser.add_argument(
         "--writers",
         type=lambda s: [int(x) for x in s.split(",") if x],
