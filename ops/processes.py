@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -292,10 +292,26 @@ async def run_worker(rt: Runtime) -> None:
             server.should_exit = True
             await serving
     finally:
+        await _close_handlers(handlers.values())
         await store.close()
         await pool.close()
         with contextlib.suppress(Exception):
             await nc.drain()
+
+
+async def _close_handlers(handlers: Iterable[Any]) -> None:
+    """Let handlers that hold clients (object storage) close them.
+
+    An unclosed HTTP session is reported by asyncio at exit as an error.
+    """
+    for handler in handlers:
+        aclose = getattr(handler, "aclose", None)
+        if aclose is None:
+            continue
+        try:
+            await aclose()
+        except Exception as exc:  # stopping anyway: note it, close the rest
+            log.warning("closing a job handler failed: %s: %s", type(exc).__name__, exc)
 
 
 # Job handlers by job type; each issue that brings a job type registers it here.

@@ -264,6 +264,13 @@ class DeployBuild:
             raise BuildRefused("no master key is configured (BYTEOR_CLOUD_MASTER_KEYS)")
         return self.cipher
 
+    async def aclose(self) -> None:
+        """Close the object storage client if a build opened it (the worker stops)."""
+        async with self._started:
+            if self._store_ready and self.objects is not None:
+                self._store_ready = False
+                await self.objects.close()
+
     async def _objects(self) -> ObjectStore:
         if self.objects is None:
             raise BuildRefused("no object storage is configured (BYTEOR_CLOUD_S3_*)")

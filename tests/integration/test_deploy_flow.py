@@ -334,7 +334,11 @@ async def test_version_to_active_agents_then_rollback(
         assert r.status_code == 401, r.text
         r = await client.get(f"{other.base}/bundles/{uuid.uuid4()}", headers=other._headers)
         assert r.status_code == 404, r.text
-    await objects.close()
+    # The worker closes its handlers when it stops: the storage client goes with it.
+    await handler.aclose()
+    with pytest.raises(RuntimeError):
+        objects.client  # noqa: B018
+    await handler.aclose()  # twice is harmless
 
     # The canary scan: events, read tables, logs, responses, stored objects.
     canaries = (inline_canary.encode(), vault_canary.encode())
