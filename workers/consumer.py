@@ -56,6 +56,7 @@ from domain.codec import EventCodec, default_codec
 from domain.envelope import Actor, Metadata, RecordedEvent, StreamAppend
 from domain.errors import DomainError
 from workers.errors import Permanent
+from workers.nats_wire import WirePublisher
 from workers.streams import (
     DEAD_LETTER_CONSUMER,
     DEAD_LETTER_STREAM,
@@ -219,6 +220,7 @@ class JobWorker:
         self.fetch_timeout = fetch_timeout
         self.heartbeat_s = heartbeat_s or settings.ack_wait_s / 3
         self.outcomes: dict[str, int] = {}
+        self.wire = WirePublisher(js._nc)  # acks framed for less CPU (workers/nats_wire.py)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch up to as many messages as there are idle slots; run each in a task.
@@ -357,7 +359,7 @@ class JobWorker:
 
         match decided:
             case (job.JobCompleted(),):
-                await msg.ack()
+                await self.wire.ack(msg)
                 return "completed"
             case (job.JobRetryScheduled(next_delay_s=next_delay),):
                 await msg.nak(delay=next_delay)
@@ -392,15 +394,15 @@ class JobWorker:
                 await msg.term()
                 return "rejected"
             if state.generation != generation:  # a copy from before a requeue
-                await msg.ack()
+                await self.wire.ack(msg)
                 return "skipped"
             try:
                 events = job.start(state, attempt)
             except DomainError:  # finished, or a stale attempt: nothing to do
-                await msg.ack()
+                await self.wire.ack(msg)
                 return "skipped"
             if not events:  # this attempt is running under another delivery
-                await msg.ack()
+                await self.wire.ack(msg)
                 return "skipped"
             try:
                 started = await self.jobs.append(loaded, events)
