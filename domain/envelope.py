@@ -112,7 +112,7 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
 
     @property
     def recorded_at(self) -> datetime:
-        return _EPOCH + timedelta(microseconds=self.recorded_us)
+        return to_datetime(self.recorded_us)
 
     @property
     def actor(self) -> Actor:
@@ -136,6 +136,11 @@ EVENT_COLUMNS = (
 )
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(recorded_us: int) -> datetime:
+    """The UTC time ``recorded_us`` microseconds after the Unix epoch (``to_us`` reversed)."""
+    return _EPOCH + timedelta(microseconds=recorded_us)
 
 
 def to_us(moment: datetime) -> int:

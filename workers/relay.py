@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from nats.js.api import Header, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
 from nats.js.errors import Error as JetStreamError
 
-from domain.envelope import Actor, RecordedEvent
+from domain.envelope import Actor, RecordedEvent, to_datetime
 from schema.pg import Connection
 from workers.nats_wire import WirePublisher
 from workers.streams import LOST, JobMessage, ensure_jobs_stream, job_msg_id, job_subject
@@ -101,6 +102,17 @@ def subject_of(event: RecordedEvent) -> str:
     return f"events.{org}.{event.stream_type}.{event.event_type}"
 
 
+@functools.lru_cache(maxsize=256)
+def _recorded_at(recorded_us: int) -> datetime:
+    """The time of an event, built once per distinct value.
+
+    The events of one transaction share their time, and group commit puts many
+    appends in one transaction: building the datetime for each event was 3% of
+    the relay's CPU (py-spy), a cache hit costs a tenth of it.
+    """
+    return to_datetime(recorded_us)
+
+
 def message_of(event: RecordedEvent) -> bytes:
     return msgspec.json.encode(
         IntegrationEvent(
@@ -115,7 +127,7 @@ def message_of(event: RecordedEvent) -> bytes:
             actor=event.actor,
             correlation_id=event.correlation_id,
             causation_id=event.causation_id,
-            recorded_at=event.recorded_at,
+            recorded_at=_recorded_at(event.recorded_us),
             data=msgspec.Raw(event.payload),
         )
     )
