@@ -22,6 +22,15 @@ How one append stays independent of the others in its group:
   unreachable, each of its appends is written again alone, so an error lands
   on the append that caused it.
 
+The group travels as one JSON document (``json_to_recordset``), not as
+fourteen arrays: asyncpg checks every array element against abstract base
+classes as it encodes it, and the arrays cost the client 54 µs a row in
+groups of 4 and 24 µs in groups of 16, against 33 and 13 for the document
+(measured on one connection, PostgreSQL's CPU about the same either way).
+Payloads are spliced into the document as they are, so each must be exactly
+one JSON value: one that is not (it could close its own row and open a
+forged one) is written alone, where PostgreSQL refuses it.
+
 Latency: an append that finds fewer than ``max_inflight`` groups being written
 is sent at once, alone; batching happens only while writes are already
 waiting on the database, so it costs nothing when the store is idle.
@@ -32,9 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import UTC, datetime
+
+import msgspec
 
 from commands.store import ConcurrencyError, StoreUnavailable
 from domain.envelope import AppendResult, Metadata, StreamAppend
@@ -42,10 +54,13 @@ from schema.pg import AnyPool
 
 _GROUP_APPEND = """
 WITH input AS (
-    SELECT * FROM unnest(
-        $1::uuid[], $2::text[], $3::text[], $4::integer[], $5::text[], $6::smallint[],
-        $7::json[], $8::uuid[], $9::text[], $10::text[], $11::uuid[], $12::uuid[],
-        $13::uuid[], $14::timestamptz[]
+    SELECT * FROM ROWS FROM (
+        json_to_recordset($1::json) AS (
+            event_id uuid, stream_id text, stream_type text, stream_version integer,
+            event_type text, schema_version smallint, payload json, tenant_id uuid,
+            actor_kind text, actor_id text, correlation_id uuid, causation_id uuid,
+            command_id text, recorded_at timestamptz
+        )
     ) WITH ORDINALITY AS t(event_id, stream_id, stream_type, stream_version, event_type,
                            schema_version, payload, tenant_id, actor_kind, actor_id,
                            correlation_id, causation_id, command_id, recorded_at, ord)
@@ -178,9 +193,14 @@ class GroupCommit:
         if len(group) == 1:
             await self._write_alone(group[0])
             return
+        document, group, malformed = _rows(group)
+        for w in malformed:  # the database gives each its own error
+            await self._write_alone(w)
+        if not group:
+            return
         try:
             async with self.pool.acquire() as conn:
-                rows = await conn.fetch(_GROUP_APPEND, *_columns(group))
+                rows = await conn.fetch(_GROUP_APPEND, document)
         except Exception as exc:
             translated = self.translate(exc)
             if isinstance(translated, StoreUnavailable):
@@ -219,30 +239,68 @@ def _failed(w: _Waiting, error: Exception) -> None:
         w.done.set_exception(error)
 
 
-def _columns(group: list[_Waiting]) -> tuple[list[Any], ...]:
-    cols: tuple[list[Any], ...] = tuple([] for _ in range(14))
+class _Row(msgspec.Struct):
+    """One append of a group, as a JSON object of ``_GROUP_APPEND``'s record."""
+
+    event_id: uuid.UUID | None  # None: the database draws it (gen_random_uuid)
+    stream_id: str
+    stream_type: str
+    stream_version: int
+    event_type: str
+    schema_version: int
+    payload: msgspec.Raw
+    tenant_id: uuid.UUID | None
+    actor_kind: str
+    actor_id: str
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None
+    command_id: str | None
+    recorded_at: datetime | None
+
+
+_encode_rows = msgspec.json.Encoder().encode
+
+
+def _as_json(payload: bytes) -> msgspec.Raw:
+    """``payload`` checked to be exactly one JSON value (else DecodeError).
+
+    It is spliced into the group's document as is: a malformed one must fail
+    here, alone, not run into its neighbours' rows.
+    """
+    return msgspec.json.decode(payload, type=msgspec.Raw)
+
+
+def _rows(group: list[_Waiting]) -> tuple[bytes, list[_Waiting], list[_Waiting]]:
+    """The group's document; the appends in it; those left out (payload not one JSON value)."""
+    rows: list[_Row] = []
+    included: list[_Waiting] = []
+    malformed: list[_Waiting] = []
     for w in group:
         a, m = w.append, w.meta
         event = a.events[0]
-        for col, value in zip(
-            cols,
-            (
-                event.event_id,  # None: the database draws it (gen_random_uuid)
+        try:
+            payload = _as_json(event.payload)
+        except msgspec.DecodeError:
+            malformed.append(w)
+            continue
+        included.append(w)
+        rows.append(
+            _Row(
+                event.event_id,
                 a.stream_id,
                 a.stream_type,
                 a.expected_version + 1,
                 event.event_type,
                 event.schema_version,
-                event.payload,
+                payload,
                 m.tenant_id,
                 m.actor.kind,
                 m.actor.id,
                 m.correlation_id,
                 m.causation_id,
                 m.command_id,
-                m.recorded_at,
-            ),
-            strict=True,
-        ):
-            col.append(value)
-    return cols
+                # As asyncpg sends a timestamptz: a naive time is local time.
+                m.recorded_at.astimezone(UTC) if m.recorded_at is not None else None,
+            )
+        )
+    return _encode_rows(rows), included, malformed

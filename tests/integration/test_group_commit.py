@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -135,3 +136,98 @@ async def test_an_idle_store_writes_an_append_at_once_alone(store) -> None:
     assert store.group is not None
     await store.append([put("alone", 0)], meta())
     assert store.group.groups == 0
+
+
+async def test_a_group_keeps_every_field_as_given(store, pool) -> None:
+    # The group travels as one JSON document: every column must come back as
+    # the caller gave it, whatever JSON makes of it on the way.
+    tenant, causation = uuid.uuid4(), uuid.uuid4()
+    at = datetime(2026, 3, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))
+    payloads = [
+        b'{"text":"caf\xc3\xa9 \\"quoted\\" \\\\ \\u00e9\\n","n":-1.5e3}',
+        b'[1, 2,  {"spaced" : null}]',
+        b'"a string"',
+        b"42",
+    ]
+    given = [
+        StreamAppend(
+            stream_id=f"f-{i} é",
+            stream_type="t",
+            expected_version=0,
+            events=(
+                NewEvent(
+                    event_type="t.e",
+                    payload=payload,
+                    schema_version=i + 1,
+                    event_id=uuid.uuid4() if i % 2 else None,
+                ),
+            ),
+        )
+        for i, payload in enumerate(payloads)
+    ]
+    metas = [
+        Metadata(
+            actor=Actor(kind="user", id="ü-1"),
+            tenant_id=tenant,
+            correlation_id=uuid.uuid4(),
+            causation_id=causation,
+            command_id="cmd-not-a-uuid",
+            recorded_at=at,
+        ),
+        Metadata(actor=Actor(kind="system", id="s"), tenant_id=None, correlation_id=uuid.uuid4()),
+    ]
+    before = await pool.fetchval("SELECT now()")
+    await asyncio.gather(
+        *(store.append([a], metas[i % 2]) for i, a in enumerate(given)),
+        *(store.append([put(f"pad-{i}", 0)], meta()) for i in range(20)),  # make groups
+    )
+    assert store.group is not None and store.group.groups >= 1
+    for i, a in enumerate(given):
+        (event,) = await store.read_stream(a.stream_id)
+        m = metas[i % 2]
+        assert event.payload == payloads[i]
+        assert event.stream_type == "t" and event.event_type == "t.e"
+        assert event.stream_version == 1 and event.schema_version == i + 1
+        assert event.event_id == a.events[0].event_id or a.events[0].event_id is None
+        assert (event.tenant_id, event.causation_id) == (m.tenant_id, m.causation_id)
+        assert (event.actor_kind, event.actor_id) == (m.actor.kind, m.actor.id)
+        assert (event.correlation_id, event.command_id) == (m.correlation_id, m.command_id)
+        if m.recorded_at is not None:
+            assert event.recorded_at == at
+        else:
+            assert event.recorded_at >= before
+    grouped = await pool.fetchval(
+        "SELECT count(DISTINCT transaction_id) FROM events WHERE stream_id LIKE 'f-%'"
+    )
+    assert grouped < len(given)  # they did share commits
+
+
+async def test_a_payload_that_is_not_one_json_value_cannot_reach_its_neighbours(
+    store, pool
+) -> None:
+    # Spliced into the group's document as is, this would finish its own row
+    # and start a row of its own, which the document's next keys complete.
+    forged = (
+        b'{"i":1},"tenant_id":null,"actor_kind":"system","actor_id":"x",'
+        b'"correlation_id":"%s","causation_id":null,"command_id":null,"recorded_at":null},'
+        b'{"event_id":null,"stream_id":"forged","stream_type":"t","stream_version":1,'
+        b'"event_type":"t.e","schema_version":1,"payload":{"x":1}'
+    ) % str(uuid.uuid4()).encode()
+    bad = StreamAppend(
+        stream_id="malformed",
+        stream_type="t",
+        expected_version=0,
+        events=(NewEvent(event_type="t.e", payload=forged),),
+    )
+    good = [store.append([put(f"ok-{i}", 0)], meta()) for i in range(10)]
+    outcomes = await asyncio.gather(*good, store.append([bad], meta()), return_exceptions=True)
+    assert all(isinstance(o, AppendResult) for o in outcomes[:-1])
+    assert isinstance(outcomes[-1], Exception)
+    assert "json" in str(outcomes[-1]).lower()
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE stream_id LIKE 'ok-%'") == 10
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM events WHERE stream_id <> ALL($1)", [f"ok-{i}" for i in range(10)]
+        )
+        == 0
+    )
