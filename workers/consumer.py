@@ -56,7 +56,7 @@ from domain.codec import EventCodec, default_codec
 from domain.envelope import Actor, Metadata, RecordedEvent, StreamAppend
 from domain.errors import DomainError
 from workers.errors import Permanent
-from workers.nats_wire import WirePublisher
+from workers.nats_wire import WirePublisher, delivery_count
 from workers.streams import (
     DEAD_LETTER_CONSUMER,
     DEAD_LETTER_STREAM,
@@ -181,11 +181,11 @@ class JobStore:
     ) -> job.Job:
         """Append after the version ``loaded`` was read at; ConcurrencyError if it moved."""
         state = loaded.state
-        assert state is not None
+        assert state is not None and loaded.first is not None
         await self.store.append(
             [
                 StreamAppend(
-                    stream_id=job.stream_id(state.id),
+                    stream_id=loaded.first.stream_id,  # as read: no UUID formatting
                     stream_type=job.STREAM_TYPE,
                     expected_version=state.version,
                     events=tuple(self.codec.encode(e) for e in events),
@@ -305,7 +305,7 @@ class JobWorker:
         return outcome
 
     async def _process(self, msg: Msg) -> Outcome:
-        attempt = msg.metadata.num_delivered
+        attempt = delivery_count(msg)
         try:
             message = msgspec.json.decode(msg.data, type=JobMessage)
             job_id = uuid.UUID(message.job_id)

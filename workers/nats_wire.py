@@ -41,6 +41,23 @@ _INTERNALS = (
 )
 _MSG_INTERNALS = hasattr(Msg, "_check_reply") and hasattr(Msg, "_ackd")
 _ACK = b""  # JetStream takes an empty reply as +ACK (nats-py's Msg.ack sends the same)
+_V1_TOKENS = 9  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ns>.<pending>
+_V1_DELIVERED = 4
+
+
+def delivery_count(msg: Msg) -> int:
+    """``msg.metadata.num_delivered``, without building the rest of the metadata.
+
+    nats-py's ``metadata`` parses every field of the ack subject into
+    dataclasses and a datetime: about 10 µs per delivery on this machine,
+    for the one number a worker needs (about 1 µs this way). The subject is
+    checked by nats-py's own rule, so anything that is not a JetStream
+    delivery raises ``NotJSMessageError`` as ``metadata`` does.
+    """
+    tokens = Msg.Metadata._get_metadata_fields(msg.reply)
+    if len(tokens) == _V1_TOKENS:
+        return int(tokens[_V1_DELIVERED])
+    return int(tokens[Msg.Ack.NumDelivered])
 
 
 class WirePublisher:

@@ -11,10 +11,15 @@ import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import BadSubjectError, ConnectionClosedError, MsgAlreadyAckdError
+from nats.errors import (
+    BadSubjectError,
+    ConnectionClosedError,
+    MsgAlreadyAckdError,
+    NotJSMessageError,
+)
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from workers.nats_wire import WirePublisher
+from workers.nats_wire import WirePublisher, delivery_count
 
 
 @pytest.fixture
@@ -142,3 +147,39 @@ async def test_a_closed_connection_refuses_like_nats_py(nats_server) -> None:
     await conn.close()
     with pytest.raises(ConnectionClosedError):
         await WirePublisher(conn).publish("wire.closed", b"x", msg_id="m")
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "$JS.ACK.JOBS.jobs-probe.3.1201.1187.1764870000123456789.42",
+        "$JS.ACK._.ACCHASH.JOBS.jobs-probe.7.1201.1187.1764870000123456789.0.rnd",
+        "$JS.ACK.hub.ACCHASH.JOBS.jobs-probe.12.5.5.1764870000123456789.3",
+    ],
+)
+def test_delivery_count_reads_what_nats_py_reads(reply: str) -> None:
+    msg = Msg(_client=None, subject="jobs.probe", reply=reply)  # type: ignore[arg-type]
+    assert delivery_count(msg) == msg.metadata.num_delivered
+
+
+@pytest.mark.parametrize("reply", ["", "_INBOX.abc.1", "$JS.ACK.too.few.tokens"])
+def test_delivery_count_refuses_what_is_not_a_delivery(reply: str) -> None:
+    with pytest.raises(NotJSMessageError):
+        delivery_count(Msg(_client=None, subject="x", reply=reply))  # type: ignore[arg-type]
+
+
+async def test_delivery_count_of_real_redeliveries(nc: NATS) -> None:
+    js = nc.jetstream()
+    name = f"WIRE_{uuid.uuid4().hex[:8]}"
+    subject = f"wire.redeliver.{name}"
+    await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.MEMORY))
+    await js.add_consumer(
+        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
+    )
+    await js.publish(subject, b"job")
+    sub = await js.pull_subscribe_bind(durable="c", stream=name)
+    for expected in (1, 2, 3):
+        (msg,) = await sub.fetch(1, timeout=5)
+        assert delivery_count(msg) == msg.metadata.num_delivered == expected
+        await msg.nak()
+    await js.delete_stream(name)
