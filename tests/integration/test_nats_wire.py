@@ -17,6 +17,7 @@ from nats.errors import (
     MsgAlreadyAckdError,
     NotJSMessageError,
 )
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from workers.nats_wire import WirePublisher, delivery_count
@@ -43,6 +44,18 @@ async def _collect(nc: NATS, subject: str, count: int) -> tuple[list[Msg], async
     await nc.subscribe(subject, cb=cb)
     await nc.flush()
     return got, done
+
+
+async def _one_delivery(js: JetStreamContext) -> tuple[str, JetStreamContext.PullSubscription]:
+    """A fresh stream holding one message, and a pull subscription on its consumer ``c``."""
+    name = f"WIRE_{uuid.uuid4().hex[:8]}"
+    subject = f"wire.one.{name}"
+    await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.MEMORY))
+    await js.add_consumer(
+        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
+    )
+    await js.publish(subject, b"job")
+    return name, await js.pull_subscribe_bind(durable="c", stream=name)
 
 
 def _json(msg: Msg) -> dict[str, object]:
@@ -112,14 +125,7 @@ async def test_jetstream_reads_the_message_id_and_acks_on_the_reply(nc: NATS) ->
 
 async def test_ack_settles_a_delivery_once(nc: NATS) -> None:
     js = nc.jetstream()
-    name = f"WIRE_{uuid.uuid4().hex[:8]}"
-    subject = f"wire.ack.{name}"
-    await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.MEMORY))
-    await js.add_consumer(
-        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
-    )
-    await js.publish(subject, b"job")
-    sub = await js.pull_subscribe_bind(durable="c", stream=name)
+    name, sub = await _one_delivery(js)
     (msg,) = await sub.fetch(1, timeout=5)
     wire = WirePublisher(nc)
     await wire.ack(msg)
@@ -170,14 +176,7 @@ def test_delivery_count_refuses_what_is_not_a_delivery(reply: str) -> None:
 
 async def test_delivery_count_of_real_redeliveries(nc: NATS) -> None:
     js = nc.jetstream()
-    name = f"WIRE_{uuid.uuid4().hex[:8]}"
-    subject = f"wire.redeliver.{name}"
-    await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.MEMORY))
-    await js.add_consumer(
-        name, ConsumerConfig(durable_name="c", ack_policy=AckPolicy.EXPLICIT, ack_wait=30)
-    )
-    await js.publish(subject, b"job")
-    sub = await js.pull_subscribe_bind(durable="c", stream=name)
+    name, sub = await _one_delivery(js)
     for expected in (1, 2, 3):
         (msg,) = await sub.fetch(1, timeout=5)
         assert delivery_count(msg) == msg.metadata.num_delivered == expected
